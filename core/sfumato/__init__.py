@@ -1,0 +1,78 @@
+"""sfumato: a plugin-based framework for diffusion models and CLIP.
+
+Everything a plugin may use is exported here (and from ``sfumato.testing`` for its tests); the
+rest of the package is private. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import PLUGIN_API_VERSION, __version__
+from .component import Component, ComponentSpec
+from .conditioning import Conditioning
+from .errors import Interrupted, PluginError, SamplingError, SfumatoError, SpecError, WeightsError
+from .hookspecs import hookimpl
+from .interfaces import (
+    KINDS,
+    Autoencoder,
+    Dataset,
+    Denoiser,
+    Encoder,
+    EncoderOutput,
+    Guidance,
+    GuidanceContext,
+    Model,
+    Predictor,
+    SamplingPlan,
+    Scheduler,
+    StepResult,
+    Task,
+    bind_predictor,
+)
+from .noise_schedule import DiffusionSpec, NoiseSchedule
+from .prediction import Prediction
+from .registry import PluginInfo, Registry, get_registry, set_registry
+from .runtime import RuntimeSpec, resolve_device
+from .weights import (
+    atomic_write,
+    check_state_dict,
+    file_sha256,
+    load_into,
+    load_weights,
+    read_metadata,
+    save_weights,
+)
+
+
+def plugins() -> list[PluginInfo]:
+    """Every loaded (or failed) plugin of the process-wide registry."""
+    return get_registry().plugins()
+
+
+def build(kind: str, spec: dict[str, Any] | ComponentSpec, **context: Any) -> Component:
+    """Build one component of ``kind`` (``"scheduler"``, ``"denoiser"``, ...) from a spec dict
+    such as ``{"type": "ddim", "steps": 30}``."""
+    return get_registry().build(kind, spec, **context)
+
+
+def load_pipeline(spec_or_path: Any, overrides: list[str] | dict[str, Any] | None = None, **kwargs: Any):
+    """Build a ``Pipeline`` from a spec file path, a built-in model name or a spec dict.
+
+    ``overrides`` are ``--set`` style: ``["scheduler.steps=30"]`` or ``{"scheduler.type": "euler"}``.
+    """
+    from .pipeline import Pipeline
+
+    return Pipeline.load(spec_or_path, overrides=overrides, **kwargs)
+
+
+__all__ = [
+    "PLUGIN_API_VERSION", "__version__", "Component", "ComponentSpec", "Conditioning",
+    "Interrupted", "PluginError", "SamplingError", "SfumatoError", "SpecError", "WeightsError",
+    "hookimpl", "KINDS", "Autoencoder", "Dataset", "Denoiser", "Encoder", "EncoderOutput",
+    "Guidance", "GuidanceContext", "Model", "Predictor", "SamplingPlan", "Scheduler", "StepResult",
+    "Task", "bind_predictor", "DiffusionSpec", "NoiseSchedule", "Prediction", "PluginInfo",
+    "Registry", "get_registry", "set_registry", "RuntimeSpec", "resolve_device", "atomic_write",
+    "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata",
+    "save_weights", "plugins", "build", "load_pipeline",
+]

@@ -1,0 +1,59 @@
+"""The hooks a sfumato plugin may implement. These docstrings are the reference documentation.
+
+A plugin is a module that declares the plugin API it targets and implements any of these hooks
+with ``@sfumato.hookimpl``::
+
+    import sfumato
+
+    SFUMATO_PLUGIN_API = 1
+
+    @sfumato.hookimpl
+    def register_components(register):
+        register(MyScheduler)
+
+Hooks receive a ``register`` callback (as ``llm`` does); the host validates what is registered,
+so a plugin cannot corrupt the registry, and a plugin that raises is named and skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("sfumato")
+hookimpl = pluggy.HookimplMarker("sfumato")
+
+
+@hookspec
+def register_components(register: Callable[[type], None]) -> None:
+    """Register component classes: encoders, denoisers, autoencoders, schedulers, guidance
+    methods, datasets and tasks.
+
+    Call ``register(cls)`` once per class. ``cls`` must subclass one of the interfaces in
+    ``sfumato`` (its kind is taken from that base) and define ``Spec``, a ``sfumato.ComponentSpec``
+    subclass whose ``type`` field is ``Literal["<name>"] = "<name>"``. Third-party names must be
+    namespaced with a dot (``acme.karras``); short names are reserved for first-party plugins.
+    Two plugins registering the same kind and name is an error that names both.
+    """
+
+
+@hookspec
+def register_models(register: Callable[..., None]) -> None:
+    """Register named built-in models, selectable with ``sfumato generate --model NAME``.
+
+    Call ``register(name, spec_path, description="...")`` where ``spec_path`` is a pipeline spec
+    file (weights paths inside it are relative to the file). Names follow the same namespacing
+    rule as component types.
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add sub-commands to the ``sfumato`` command line.
+
+    ``cli`` is the ``argparse`` sub-parsers object of the ``sfumato`` parser. Add a parser with
+    ``cli.add_parser(name, help=...)`` and set its handler with
+    ``parser.set_defaults(handler=function)``; the handler receives the parsed ``argparse``
+    namespace and returns an exit code (or None for 0).
+    """

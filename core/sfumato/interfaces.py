@@ -1,0 +1,283 @@
+"""The component interfaces of sfumato. Each kind is an abstract class; plugins subclass them.
+
+=============  =========================================================================
+kind           contract
+=============  =========================================================================
+encoder        text or images -> ``EncoderOutput(tokens [B, L, D], pooled [B, D])``
+denoiser       ``(x_t, t, cond) -> raw prediction`` (epsilon, v or x0, as trained)
+autoencoder    images in [-1, 1] <-> latents (already scaled for the denoiser)
+scheduler      plans timesteps; one update per ``step`` given a predictor it may call often
+guidance       wraps a predictor into a guided predictor
+dataset        yields training examples (image, caption and/or label)
+task           a named job over a pipeline's components (text-to-image, classify, ...)
+=============  =========================================================================
+
+Weighted components (encoders, denoisers, autoencoders) are ``torch.nn.Module`` subclasses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .component import Component
+from .conditioning import Conditioning
+from .noise_schedule import NoiseSchedule
+from .prediction import Prediction
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+#: ``(x_t, t, cond) -> Prediction``: a denoiser bound to its noise schedule, possibly guided.
+#: ``x_t`` is in the variance-preserving parameterisation and ``t`` is a float tensor of shape
+#: ``[B]`` of (possibly fractional) training timesteps.
+Predictor = Callable[[Tensor, Tensor, Conditioning], Prediction]
+
+#: ``(x_t, t) -> Prediction``: a predictor with its conditioning bound; what schedulers call.
+Model = Callable[[Tensor, Tensor], Prediction]
+
+
+# -- encoders -------------------------------------------------------------------------------
+
+
+@dataclass
+class EncoderOutput:
+    """:param tokens: per-token states ``[B, L, D]`` (for cross-attention).
+    :param pooled: one embedding per input ``[B, D]`` (projected, for similarity).
+    :param mask: ``[B, L]`` True where ``tokens`` hold real tokens (text encoders)."""
+
+    tokens: Tensor
+    pooled: Tensor
+    mask: Tensor | None = None
+
+
+class Encoder(Component, nn.Module, ABC):
+    """Turns text or images into embeddings. A text encoder owns its tokenizer."""
+
+    kind: ClassVar[str] = "encoder"
+    modality: ClassVar[Literal["text", "image"]]
+
+    @abstractmethod
+    def encode(self, inputs: list[str] | Tensor) -> EncoderOutput:
+        """Encode a list of strings (text) or an image batch ``[B, 3, H, W]`` in [-1, 1] (image)."""
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of ``pooled``."""
+        raise NotImplementedError
+
+
+# -- denoisers ------------------------------------------------------------------------------
+
+
+class Denoiser(Component, nn.Module, ABC):
+    """A network ``(x_t, t, cond) -> raw prediction``, in the parameterisation it was trained with.
+
+    ``t`` is a float tensor ``[B]`` of training timesteps (fractional values are allowed).
+    The noise schedule is not part of the denoiser; ``NoiseSchedule.to_prediction`` turns the
+    raw output into a ``Prediction``.
+    """
+
+    kind: ClassVar[str] = "denoiser"
+
+    in_channels: int
+    out_channels: int
+
+    @abstractmethod
+    def forward(self, x: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:
+        """:param x: ``[B, C, H, W]`` noisy sample. :param t: ``[B]`` timesteps.
+        :returns: ``[B, C, H, W]`` raw prediction."""
+
+
+def bind_predictor(denoiser: Callable[..., Tensor], schedule: NoiseSchedule) -> Predictor:
+    """The unguided predictor: run the denoiser and convert its output with the schedule."""
+
+    def predict(x: Tensor, t: Tensor, cond: Conditioning) -> Prediction:
+        return schedule.to_prediction(denoiser(x, t, cond), x, t)
+
+    return predict
+
+
+# -- autoencoders ---------------------------------------------------------------------------
+
+
+class Autoencoder(Component, nn.Module, ABC):
+    """Images in [-1, 1] ``[B, 3, H, W]`` <-> latents ``[B, latent_channels, H/downscale, W/downscale]``.
+
+    ``encode`` returns latents already scaled (and shifted) for the denoiser; ``decode`` undoes it.
+    """
+
+    kind: ClassVar[str] = "autoencoder"
+
+    latent_channels: int
+    downscale: int
+
+    @abstractmethod
+    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Images in [-1, 1] to scaled latents (sampled from the posterior when it has one)."""
+
+    @abstractmethod
+    def decode(self, latents: Tensor) -> Tensor:
+        """Scaled latents to images in [-1, 1] (not clamped)."""
+
+
+# -- schedulers -----------------------------------------------------------------------------
+
+
+@dataclass
+class SamplingPlan:
+    """The schedule a scheduler will follow for one run.
+
+    :param timesteps: ``[N]`` the training timestep given to the model at each step (float).
+    :param sigmas: ``[N + 1]`` the noise level at each step boundary, ``sqrt((1 - a) / a)``;
+        the last one is the level the run ends at (usually 0).
+    :param init_noise_sigma: unit-variance noise is multiplied by this to start a full-strength run.
+    :param schedule: the model's training schedule the plan was made for.
+    :param extra: scheduler-specific per-step tensors (for example DDIM's previous timesteps).
+    """
+
+    timesteps: Tensor
+    sigmas: Tensor
+    init_noise_sigma: float
+    schedule: NoiseSchedule
+    extra: dict[str, Tensor] | None = None
+
+    def __len__(self) -> int:
+        return int(self.timesteps.shape[0])
+
+    def to(self, device: torch.device | str) -> SamplingPlan:
+        extra = {k: v.to(device) for k, v in (self.extra or {}).items()}
+        return SamplingPlan(
+            self.timesteps.to(device), self.sigmas.to(device), self.init_noise_sigma, self.schedule, extra
+        )
+
+
+class StepResult(NamedTuple):
+    """What one scheduler step returns.
+
+    :param x: the sample after the step, in the scheduler's working space.
+    :param denoised: the x0 prediction the step used (for previews and callbacks).
+    :param carry: tensors the next step needs (multistep history); ``{}`` for one-step methods.
+    """
+
+    x: Tensor
+    denoised: Tensor
+    carry: dict[str, Tensor]
+
+
+class Scheduler(Component, ABC):
+    """Samples a trajectory: ``plan`` picks the noise levels, ``step`` performs one update.
+
+    A scheduler keeps no state between runs: everything a step needs arrives in its arguments
+    (the plan, the step index, the ``carry`` returned by the previous step, and ``noise`` for
+    stochastic methods, drawn by the caller from a seeded CPU generator). ``step`` must not
+    synchronise with the host, so ``torch.compile(step, fullgraph=True)`` works.
+    """
+
+    kind: ClassVar[str] = "scheduler"
+    #: True when ``step`` consumes fresh noise (ancestral and SDE samplers).
+    stochastic: ClassVar[bool] = False
+    #: How many times ``step`` calls the model (Heun: 2).
+    model_calls_per_step: ClassVar[int] = 1
+
+    @abstractmethod
+    def plan(self, schedule: NoiseSchedule, steps: int | None = None, strength: float = 1.0) -> SamplingPlan:
+        """Choose the timesteps for ``steps`` steps (default: the spec's). ``strength < 1`` keeps
+        only the last ``strength`` fraction of the trajectory (image-to-image)."""
+
+    @abstractmethod
+    def step(
+        self,
+        model: Model,
+        x: Tensor,
+        plan: SamplingPlan,
+        i: int,
+        carry: dict[str, Tensor] | None = None,
+        noise: Tensor | None = None,
+    ) -> StepResult:
+        """Advance ``x`` from step boundary ``i`` to ``i + 1``."""
+
+    def noised(self, x0: Tensor, noise: Tensor, plan: SamplingPlan, i: int) -> Tensor:
+        """``x0`` noised to step boundary ``i`` of ``plan``, in this scheduler's working space.
+
+        Used to start image-to-image runs (``i = 0``) and to blend the known region when
+        inpainting. The default is the variance-preserving ``sqrt(a) x0 + sqrt(1 - a) noise``;
+        sigma-space schedulers override it with ``x0 + sigma * noise``.
+        """
+        sigma = plan.sigmas[i]
+        a = 1 / (1 + sigma**2)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+# -- guidance -------------------------------------------------------------------------------
+
+
+@dataclass
+class GuidanceContext:
+    """What a guidance method may use besides the predictor it wraps.
+
+    :param schedule: the model's noise schedule.
+    :param components: the pipeline's built components by table name (``autoencoder``,
+        ``text_encoder``, ``image_encoder``, ``classifier``, ...).
+    :param prompts: the prompts of this run, one per sample, when there are any.
+    :param labels: the class labels of this run, when there are any.
+    :param generator: a seeded generator for methods that draw random numbers (CLIP cutouts).
+    """
+
+    schedule: NoiseSchedule
+    components: dict[str, Any]
+    prompts: list[str] | None = None
+    labels: Tensor | None = None
+    generator: torch.Generator | None = None
+
+
+class Guidance(Component, ABC):
+    """Wraps a predictor into a guided predictor. Several compose in spec order."""
+
+    kind: ClassVar[str] = "guidance"
+
+    @abstractmethod
+    def wrap(self, predictor: Predictor, context: GuidanceContext) -> Predictor:
+        """Return a predictor with the same signature that applies this guidance."""
+
+
+# -- datasets -------------------------------------------------------------------------------
+
+
+class Dataset(Component, torch.utils.data.Dataset, ABC):
+    """Training examples: each item is a dict with ``image`` (``[3, H, W]`` in [-1, 1]) and any of
+    ``caption`` (str), ``label`` (int) and ``attributes`` (dict)."""
+
+    kind: ClassVar[str] = "dataset"
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+class Task(Component, ABC):
+    """A named job over a pipeline's components (``text-to-image``, ``image-to-image``, ...).
+
+    ``required`` names the spec tables the task needs; the pipeline checks them when it is built.
+    """
+
+    kind: ClassVar[str] = "task"
+    required: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def run(self, pipeline: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        """Run the job with the pipeline's components."""
+
+
+KINDS: dict[str, type[Component]] = {
+    cls.kind: cls for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Dataset, Task)
+}

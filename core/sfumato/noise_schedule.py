@@ -1,0 +1,186 @@
+"""``NoiseSchedule``: how a denoiser was trained — betas, alphas_cumprod, prediction type.
+
+It belongs to the model, not to the sampler (``[diffusion]`` in a spec, never ``[scheduler]``).
+This is the one place where epsilon <-> x0 <-> v conversions, ``add_noise`` and training targets
+live; schedulers, guidance and training recipes all use it.
+
+Schedules may be added, never changed: a checkpoint trained with ``scaled_linear`` must sample
+the same way in every later release.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from .prediction import Prediction
+
+BetaSchedule = Literal["linear", "scaled_linear", "cosine"]
+PredictionType = Literal["epsilon", "v", "sample"]
+
+
+class DiffusionSpec(BaseModel):
+    """The ``[diffusion]`` table: the training-time noise schedule of the denoiser."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timesteps: int = Field(1000, ge=1, description="Number of training timesteps T.")
+    betas: BetaSchedule = Field(
+        "scaled_linear",
+        description="linear (DDPM, Ho et al. 2020), scaled_linear (Stable Diffusion) or cosine "
+        "(Nichol & Dhariwal 2021, 'squaredcos_cap_v2' in diffusers).",
+    )
+    beta_start: float = Field(0.00085, gt=0, lt=1, description="First beta (linear schedules).")
+    beta_end: float = Field(0.012, gt=0, lt=1, description="Last beta (linear schedules).")
+    prediction: PredictionType = Field(
+        "epsilon", description="What the network predicts: epsilon, v (v-prediction) or sample (x0)."
+    )
+    zero_terminal_snr: bool = Field(
+        False,
+        description="Rescale betas so the last timestep has zero SNR (Lin et al. 2023, "
+        "'Common Diffusion Noise Schedules and Sample Steps are Flawed').",
+    )
+
+
+def make_betas(spec: DiffusionSpec) -> Tensor:
+    """Betas in float32, computed exactly as diffusers does for the same named schedule."""
+    n = spec.timesteps
+    if spec.betas == "linear":
+        betas = torch.linspace(spec.beta_start, spec.beta_end, n, dtype=torch.float32)
+    elif spec.betas == "scaled_linear":
+        betas = torch.linspace(spec.beta_start**0.5, spec.beta_end**0.5, n, dtype=torch.float32) ** 2
+    else:  # cosine: alpha_bar(t) = cos((t + 0.008) / 1.008 * pi / 2) ** 2, betas capped at 0.999
+        def alpha_bar(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = torch.tensor(
+            [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
+            dtype=torch.float32,
+        )
+    if spec.zero_terminal_snr:
+        betas = rescale_zero_terminal_snr(betas)
+    return betas
+
+
+def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
+    """Shift and scale sqrt(alphas_cumprod) so the first value is kept and the last is zero
+    (Lin et al. 2023, Algorithm 1)."""
+    alphas_bar_sqrt = (1.0 - betas).cumprod(dim=0).sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
+    alphas_bar = alphas_bar_sqrt**2
+    alphas = torch.cat([alphas_bar[0:1], alphas_bar[1:] / alphas_bar[:-1]])
+    return 1 - alphas
+
+
+class NoiseSchedule:
+    """The forward process ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps`` with ``a_t = alphas_cumprod[t]``.
+
+    Timesteps may be fractional (Karras sigmas land between training timesteps): values between
+    integers are interpolated linearly in log-sigma, the inverse of ``timestep_at(sigma)``, as
+    k-diffusion and diffusers do. Integer timesteps index ``alphas_cumprod`` exactly.
+    """
+
+    def __init__(self, spec: DiffusionSpec | None = None):
+        self.spec = spec or DiffusionSpec()
+        self.betas = make_betas(self.spec)  # (T,)
+        self.alphas_cumprod = (1.0 - self.betas).cumprod(dim=0)  # (T,)
+        # sigma_t = sqrt((1 - a_t) / a_t): the noise level in the k-diffusion parameterisation.
+        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5  # (T,)
+        self.log_sigmas = self.sigmas.log()
+
+    @classmethod
+    def from_spec(cls, spec: DiffusionSpec | dict) -> NoiseSchedule:
+        return cls(spec if isinstance(spec, DiffusionSpec) else DiffusionSpec.model_validate(spec))
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.spec.timesteps
+
+    @property
+    def prediction(self) -> PredictionType:
+        return self.spec.prediction
+
+    # -- noise levels ------------------------------------------------------------------------
+
+    def alpha_bar(self, t: Tensor) -> Tensor:
+        """``alphas_cumprod`` at (possibly fractional) timesteps ``t``; same shape as ``t``."""
+        t = torch.as_tensor(t)
+        table = self.alphas_cumprod.to(t.device)
+        low = t.floor().clamp(0, self.num_timesteps - 1)
+        weight = (t - low).to(torch.float32)
+        low = low.long()
+        high = (low + 1).clamp(max=self.num_timesteps - 1)
+        log_sigma = torch.lerp(self.log_sigmas.to(t.device)[low], self.log_sigmas.to(t.device)[high], weight)
+        interpolated = torch.sigmoid(-2 * log_sigma)  # 1 / (1 + sigma^2)
+        return torch.where(weight == 0, table[low], interpolated)
+
+    def sigma_at(self, t: Tensor) -> Tensor:
+        """sigma at (possibly fractional) timesteps ``t`` (log-linear between integers)."""
+        a = self.alpha_bar(t)
+        return ((1 - a) / a) ** 0.5
+
+    def timestep_at(self, sigma: Tensor) -> Tensor:
+        """The fractional timestep whose sigma is ``sigma`` (linear in log-sigma between the two
+        neighbouring training timesteps; clamped to [0, T - 1])."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        log_sigma = sigma.log()
+        log_sigmas = self.log_sigmas.to(sigma.device)
+        dists = log_sigma.reshape(-1, 1) - log_sigmas.reshape(1, -1)  # (N, T)
+        low = (dists >= 0).cumsum(dim=1).argmax(dim=1).clamp(max=self.num_timesteps - 2)
+        high = low + 1
+        low_v, high_v = log_sigmas[low], log_sigmas[high]
+        w = ((low_v - log_sigma.reshape(-1)) / (low_v - high_v)).clamp(0, 1)
+        return ((1 - w) * low + w * high).reshape(sigma.shape)
+
+    def snr(self, t: Tensor) -> Tensor:
+        """Signal-to-noise ratio ``a_t / (1 - a_t)`` at ``t``."""
+        a = self.alpha_bar(t)
+        return a / (1 - a)
+
+    # -- forward process and training targets -----------------------------------------------
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise`` for a batch of timesteps ``t`` (shape [B])."""
+        a = _batch_view(self.alpha_bar(t).to(x0.dtype), x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def training_target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """What the network should output at ``(x_t, t)`` for its prediction type."""
+        if self.prediction == "epsilon":
+            return noise
+        if self.prediction == "sample":
+            return x0
+        a = _batch_view(self.alpha_bar(t).to(x0.dtype), x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    # -- conversions --------------------------------------------------------------------------
+
+    def to_prediction(self, output: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+        """Turn the network's raw ``output`` at ``(x_t, t)`` into a ``Prediction`` (x0 and eps)."""
+        a = _batch_view(self.alpha_bar(t).to(x_t.dtype), x_t)
+        sqrt_a, sqrt_1ma = a.sqrt(), (1 - a).sqrt()
+        if self.prediction == "epsilon":
+            eps = output
+            x0 = (x_t - sqrt_1ma * eps) / sqrt_a
+        elif self.prediction == "sample":
+            x0 = output
+            eps = (x_t - sqrt_a * x0) / sqrt_1ma
+        else:  # v = sqrt(a) eps - sqrt(1 - a) x0
+            x0 = sqrt_a * x_t - sqrt_1ma * output
+            eps = sqrt_a * output + sqrt_1ma * x_t
+        return Prediction(x0=x0, eps=eps, alpha_bar=a)
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule({self.spec!r})"
+
+
+def _batch_view(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape per-sample values (shape [] or [B]) to broadcast against ``like`` ([B, C, H, W])."""
+    if values.ndim == 0:
+        return values.reshape([1] * like.ndim)
+    return values.reshape(values.shape[0], *([1] * (like.ndim - 1)))

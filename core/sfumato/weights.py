@@ -1,0 +1,113 @@
+"""Reading and writing weights: safetensors in and out, atomic writes, strict key checking.
+
+Pickle checkpoints (``.ckpt``, ``.pt``, ``.bin``) are refused unless the caller passes
+``allow_pickle=True``, and then load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .errors import WeightsError
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename the temporary file over ``path``.
+
+    A crash during the write leaves any previous file at ``path`` intact and never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_weights(
+    state_dict: Mapping[str, Tensor], path: str | Path, metadata: Mapping[str, Any] | None = None
+) -> Path:
+    """Write a state dict as safetensors, atomically. Metadata values that are not strings are
+    stored as JSON (a component's spec, for example, so the file says what architecture it is)."""
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file."""
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_weights(path: str | Path, allow_pickle: bool = False) -> dict[str, Tensor]:
+    """Load a state dict from safetensors (or, only with ``allow_pickle``, a pickle checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise WeightsError(
+                f"{path}: refusing to load a pickle checkpoint, which can run arbitrary code. "
+                "Convert it to safetensors, or pass allow_pickle=True (--allow-pickle) if you trust it."
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def check_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "weights") -> None:
+    """Raise one ``WeightsError`` listing every missing, unexpected and mis-shaped key."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if tuple(expected[k].shape) != tuple(state_dict[k].shape)
+    )
+    problems = []
+    for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            shown = keys[:20] + ([f"... and {len(keys) - 20} more"] if len(keys) > 20 else [])
+            problems.append(f"{len(keys)} {title} key(s):\n    " + "\n    ".join(shown))
+    if problems:
+        raise WeightsError(f"{source} does not match {type(module).__name__}:\n  " + "\n  ".join(problems))
+
+
+def load_into(module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "weights") -> nn.Module:
+    """Strictly load ``state_dict`` into ``module`` (after ``check_state_dict``), keeping dtypes."""
+    check_state_dict(module, state_dict, source)
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (recorded in output locks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
