@@ -40,7 +40,9 @@ from .weights import (
     file_sha256,
     load_into,
     load_weights,
+    read_component_spec,
     read_metadata,
+    save_component,
     save_weights,
 )
 
@@ -73,6 +75,6 @@ __all__ = [
     "Guidance", "GuidanceContext", "Model", "Predictor", "SamplingPlan", "Scheduler", "StepResult",
     "Task", "bind_predictor", "DiffusionSpec", "NoiseSchedule", "Prediction", "PluginInfo",
     "Registry", "get_registry", "set_registry", "RuntimeSpec", "resolve_device", "atomic_write",
-    "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata",
+    "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata", "read_component_spec", "save_component",
     "save_weights", "plugins", "build", "load_pipeline",
 ]

@@ -111,3 +111,24 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+SPEC_METADATA_KEY = "sfumato.spec"
+KIND_METADATA_KEY = "sfumato.kind"
+
+
+def save_component(component: Any, path: str | Path, extra_metadata: Mapping[str, Any] | None = None) -> Path:
+    """Save a weighted component's state dict with its kind and spec in the metadata, so the
+    file says what architecture it holds (``read_component_spec`` reads it back)."""
+    metadata = {
+        KIND_METADATA_KEY: component.kind,
+        SPEC_METADATA_KEY: component.spec.model_dump_json(exclude={"weights"} if "weights" in type(component.spec).model_fields else None),
+        **(extra_metadata or {}),
+    }
+    return save_weights(component.state_dict(), path, metadata)
+
+
+def read_component_spec(path: str | Path) -> dict[str, Any] | None:
+    """The component spec recorded in a weights file by ``save_component`` (None if absent)."""
+    raw = read_metadata(path).get(SPEC_METADATA_KEY)
+    return json.loads(raw) if raw else None
