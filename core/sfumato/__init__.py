@@ -31,7 +31,10 @@ from .interfaces import (
     bind_predictor,
 )
 from .noise_schedule import DiffusionSpec, NoiseSchedule
+from .generation import GenerationResult, from_pil, generate, to_pil
+from .pipeline import Pipeline
 from .prediction import Prediction
+from .sampling import StepCallback, StepEvent, randn, run_sampler
 from .registry import PluginInfo, Registry, get_registry, set_registry
 from .runtime import RuntimeSpec, resolve_device
 from .weights import (
@@ -63,8 +66,6 @@ def load_pipeline(spec_or_path: Any, overrides: list[str] | dict[str, Any] | Non
 
     ``overrides`` are ``--set`` style: ``["scheduler.steps=30"]`` or ``{"scheduler.type": "euler"}``.
     """
-    from .pipeline import Pipeline
-
     return Pipeline.load(spec_or_path, overrides=overrides, **kwargs)
 
 
@@ -76,5 +77,6 @@ __all__ = [
     "Task", "bind_predictor", "DiffusionSpec", "NoiseSchedule", "Prediction", "PluginInfo",
     "Registry", "get_registry", "set_registry", "RuntimeSpec", "resolve_device", "atomic_write",
     "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata", "read_component_spec", "save_component",
-    "save_weights", "plugins", "build", "load_pipeline",
+    "save_weights", "plugins", "build", "load_pipeline", "GenerationResult", "from_pil", "generate",
+    "to_pil", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
 ]

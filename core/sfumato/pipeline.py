@@ -1,0 +1,106 @@
+"""``Pipeline``: the components of a validated spec, built by the registry, on one device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .component import Component
+from .errors import SpecError
+from .interfaces import Guidance, Task
+from .noise_schedule import NoiseSchedule
+from .registry import Registry, get_registry
+from .specs import COMPONENT_TABLES, PipelineSpecBase, load_spec
+
+
+class Pipeline:
+    """Built components plus the spec they came from. Calling it runs the spec's task.
+
+    Attributes are the spec's component tables (``text_encoder``, ``autoencoder``, ``denoiser``,
+    ``scheduler``, ``task``, ...; None when the spec has no such table), ``guidance`` (a list, in
+    spec order), ``schedule`` (the ``NoiseSchedule`` of ``[diffusion]``), ``device`` and ``dtype``.
+    """
+
+    def __init__(self, spec: PipelineSpecBase, registry: Registry | None = None, source: str | None = None):
+        self.spec = spec
+        self.source = source
+        self.registry = registry or get_registry()
+        runtime = spec.runtime
+        self.device = runtime.torch_device()
+        self.dtype = runtime.torch_dtype()
+        self.components: dict[str, Component] = {}
+        for table, kind in COMPONENT_TABLES.items():
+            table_spec = getattr(spec, table, None)
+            if table_spec is None or table == "dataset":
+                continue
+            component = self.registry.build(kind, table_spec)
+            if isinstance(component, nn.Module):
+                component = self._place(component)
+            self.components[table] = component
+        self.guidance: list[Guidance] = [self.registry.build("guidance", g) for g in spec.guidance]
+        self.schedule = NoiseSchedule(spec.diffusion) if spec.diffusion is not None else None
+        task = self.components.get("task")
+        if isinstance(task, Task):
+            missing = [name for name in task.required if self.component(name) is None]
+            if missing:
+                raise SpecError(
+                    f"task {task.type_name()!r} needs the table(s) {', '.join(f'[{m}]' for m in missing)}",
+                    source=source,
+                )
+
+    def _place(self, module: nn.Module) -> nn.Module:
+        runtime = self.spec.runtime
+        module = module.to(device=self.device, dtype=self.dtype).eval()
+        if runtime.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        if hasattr(module, "set_attention_backend"):
+            module.set_attention_backend(runtime.attention)
+        return module
+
+    @classmethod
+    def load(
+        cls,
+        spec: str | Path | dict[str, Any] | PipelineSpecBase,
+        overrides: list[str] | dict[str, Any] | None = None,
+        registry: Registry | None = None,
+    ) -> Pipeline:
+        """Build from a spec file, the name of a registered built-in model, a dict or a spec."""
+        registry = registry or get_registry()
+        if isinstance(spec, PipelineSpecBase):
+            if overrides:
+                spec = spec.to_dict()
+            else:
+                return cls(spec, registry)
+        source = None
+        if isinstance(spec, str) and spec in registry.models and not Path(spec).exists():
+            spec = registry.models[spec].spec_path
+        if isinstance(spec, (str, Path)):
+            source = str(spec)
+        return cls(load_spec(spec, registry, overrides), registry, source=source)
+
+    def component(self, table: str) -> Any:
+        if table == "guidance":
+            return self.guidance or None
+        if table == "diffusion":
+            return self.schedule
+        return self.components.get(table)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in COMPONENT_TABLES:
+            return self.__dict__.get("components", {}).get(name)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        task = self.components.get("task")
+        if task is None:
+            raise SpecError("this pipeline's spec has no task; set task = \"text-to-image\" (or another "
+                            f"registered task: {', '.join(self.registry.types('task'))})", source=self.source)
+        return task.run(self, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        parts = [f"{t}={type(c).__name__}" for t, c in self.components.items()]
+        parts += [f"guidance=[{', '.join(type(g).__name__ for g in self.guidance)}]"] if self.guidance else []
+        return f"Pipeline({', '.join(parts)}, device={self.device}, dtype={self.dtype})"

@@ -1,0 +1,98 @@
+"""The sampling loop: scheduler steps over a guided predictor, with a per-step hook.
+
+This is the one loop every generation task runs (text-to-image, image-to-image, inpainting,
+class-conditional, unconditional). It has no host synchronisation inside: noise for stochastic
+samplers is drawn on the CPU from the run's seeded generator (so a seed gives the same image on
+any device) and moved, and the finiteness check happens once, after the last step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .errors import Interrupted, SamplingError
+from .interfaces import Model, SamplingPlan, Scheduler
+
+
+@dataclass
+class StepEvent:
+    """What a step callback sees after step ``i`` of ``total``.
+
+    :param x: the sample after the step (scheduler working space).
+    :param denoised: the step's x0 prediction (decode it for a preview).
+    :param t: the timestep the step started from.
+    """
+
+    i: int
+    total: int
+    t: Tensor
+    x: Tensor
+    denoised: Tensor
+
+
+#: Called after every step. Returning a tensor replaces ``x``; raising ``sfumato.Interrupted``
+#: stops the run early (the caller gets the latest ``denoised``).
+StepCallback = Callable[[StepEvent], "Tensor | None"]
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str,
+          dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal noise drawn on the CPU, then moved: the same seed gives the same noise on
+    every device."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def run_sampler(
+    model: Model,
+    scheduler: Scheduler,
+    plan: SamplingPlan,
+    x: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    known: Tensor | None = None,
+    known_noise: Tensor | None = None,
+    mask: Tensor | None = None,
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """Run every step of ``plan`` from ``x`` and return the final sample.
+
+    :param known: clean latents of the region to keep, for inpainting with a model not trained
+        for it: after each step the sample is blended with ``known`` noised to the next level,
+        ``x = mask * x + (1 - mask) * noised(known)`` (``mask`` is 1 where new content is made).
+    :param known_noise: the fixed noise used to noise ``known`` (defaults to fresh noise).
+    :raises SamplingError: when the result is not finite, naming the scheduler.
+    """
+    if (known is None) != (mask is None):
+        raise ValueError("inpainting needs both `known` latents and a `mask`")
+    if known is not None and known_noise is None:
+        known_noise = randn(tuple(known.shape), generator, known.device, known.dtype)
+    carry: dict[str, Tensor] = {}
+    denoised = x
+    steps = range(len(plan))
+    for i in tqdm(steps, desc=f"sampling ({scheduler.type_name()})", disable=not progress, leave=False):
+        noise = randn(tuple(x.shape), generator, x.device, x.dtype) if scheduler.stochastic else None
+        x, denoised, carry = scheduler.step(model, x, plan, i, carry, noise)
+        if known is not None:
+            x = mask * x + (1 - mask) * scheduler.noised(known, known_noise, plan, i + 1)
+        if callback is not None:
+            try:
+                replaced = callback(StepEvent(i, len(plan), plan.timesteps[i], x, denoised))
+            except Interrupted:
+                x = denoised
+                break
+            if replaced is not None:
+                x = replaced
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).float().mean().item()
+        raise SamplingError(
+            f"sampling with scheduler {scheduler.type_name()!r} produced non-finite values "
+            f"({bad:.1%} of the sample is NaN or inf); check the guidance scale, the dtype "
+            "(float16 overflows are common) and the model weights"
+        )
+    return x
