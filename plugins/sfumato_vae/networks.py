@@ -1,0 +1,95 @@
+"""The two halves of the KL autoencoder: the encoder (image -> Gaussian moments) and the decoder
+(latents -> image). See ``layers.py`` for the blocks and the papers."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import Downsample, MidBlock, ResnetBlock, Upsample, group_norm
+
+
+class Stage(nn.Module):
+    """``layers`` ResNet blocks at one resolution, then ``resample`` (a 2x down- or upsampling,
+    or nothing for the stage at the bottleneck's resolution)."""
+
+    def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int, resample: nn.Module):
+        super().__init__()
+        widths = [in_channels] + [out_channels] * layers
+        self.resnets = nn.ModuleList(ResnetBlock(a, b, groups) for a, b in zip(widths[:-1], widths[1:]))
+        self.resample = resample
+
+    def forward(self, x: Tensor) -> Tensor:
+        for resnet in self.resnets:
+            x = resnet(x)
+        return self.resample(x)
+
+
+class Encoder(nn.Module):
+    """``[B, in_channels, H, W] -> [B, out_channels, H / 2^(S-1), W / 2^(S-1)]`` for S stages.
+
+    Every stage but the last halves the resolution; the widths are ``block_out_channels``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        block_out_channels: list[int],
+        layers_per_block: int,
+        groups: int,
+        mid_attention: bool,
+    ):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
+        widths = [block_out_channels[0], *block_out_channels]
+        last = len(block_out_channels) - 1
+        self.down = nn.ModuleList(
+            Stage(widths[i], widths[i + 1], layers_per_block, groups,
+                  Downsample(widths[i + 1]) if i < last else nn.Identity())
+            for i in range(len(block_out_channels))
+        )
+        self.mid = MidBlock(block_out_channels[-1], groups, attention=mid_attention)
+        self.norm_out = group_norm(block_out_channels[-1], groups)
+        self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x)
+        for stage in self.down:
+            h = stage(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """``[B, in_channels, h, w] -> [B, out_channels, h * 2^(S-1), w * 2^(S-1)]``: the mirror of
+    ``Encoder``, widest stage first, with one more ResNet block per stage than the encoder."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        block_out_channels: list[int],
+        layers_per_block: int,
+        groups: int,
+        mid_attention: bool,
+    ):
+        super().__init__()
+        widths = list(reversed(block_out_channels))
+        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.mid = MidBlock(widths[0], groups, attention=mid_attention)
+        widths_in = [widths[0], *widths[:-1]]
+        last = len(widths) - 1
+        self.up = nn.ModuleList(
+            Stage(widths_in[i], widths[i], layers_per_block + 1, groups,
+                  Upsample(widths[i]) if i < last else nn.Identity())
+            for i in range(len(widths))
+        )
+        self.norm_out = group_norm(widths[-1], groups)
+        self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.mid(self.conv_in(z))
+        for stage in self.up:
+            h = stage(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
