@@ -1,0 +1,31 @@
+"""sfumato_clip: CLIP (https://arxiv.org/abs/2103.00020) for sfumato.
+
+Registers the ``clip-text`` and ``clip-image`` encoders and the ``classify`` and ``search``
+commands. The model, tokenizer, losses, zero-shot classification, semantic search, checkpoint
+conversion and the fine-tuning model are importable from here; see docs/clip.md.
+"""
+
+from __future__ import annotations
+
+import sfumato
+
+from .checkpoint import export_hf, load_clip, read_checkpoint, save_clip
+from .config import PRESETS, CLIPConfig, TextConfig, VisionConfig, list_models, resolve_config
+from .encoders import CLIPImageEncoder, CLIPTextEncoder
+from .model import CLIP, TextTransformer, VisionTransformer
+from .tokenizer import TextTokenizer, train_tokenizer
+
+SFUMATO_PLUGIN_API = 1
+
+
+@sfumato.hookimpl
+def register_components(register):
+    register(CLIPTextEncoder)
+    register(CLIPImageEncoder)
+
+
+__all__ = [
+    "CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "PRESETS", "TextConfig",
+    "TextTokenizer", "TextTransformer", "VisionConfig", "VisionTransformer", "export_hf",
+    "list_models", "load_clip", "read_checkpoint", "resolve_config", "save_clip", "train_tokenizer",
+]

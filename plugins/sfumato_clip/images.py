@@ -1,0 +1,65 @@
+"""Image preprocessing for CLIP: resize, centre crop and the CLIP mean/std normalisation.
+
+Encoders receive images in [-1, 1] (sfumato's convention) and do the rest here, with
+differentiable tensor ops so CLIP guidance can take gradients through them. Files are read with
+Pillow for the command line tools.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from PIL import Image
+from torch import Tensor
+
+# The statistics of OpenAI's CLIP training images (from openai/CLIP's preprocessing).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def resize_center_crop(images: Tensor, size: int) -> Tensor:
+    """Resize ``[B, C, H, W]`` so the shorter side is ``size`` (bicubic, antialiased), then crop
+    the centre ``size x size``; a no-op for images already that size."""
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    images = F.interpolate(images, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def normalize_for_clip(images: Tensor, size: int) -> Tensor:
+    """``[B, 3, H, W]`` in [-1, 1] -> ``[B, 3, size, size]`` standardised with the CLIP mean/std."""
+    images = resize_center_crop((images + 1) / 2, size)
+    mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def load_image(path: str | Path, size: int) -> Tensor:
+    """Read an image file as RGB, resize its shorter side to ``size`` (bicubic) and centre crop:
+    ``[3, size, size]`` in [-1, 1]."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        scale = size / min(image.size)
+        w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+        image = image.resize((w, h), Image.Resampling.BICUBIC)
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)  # (H, W, 3)
+    return rearrange(pixels, "h w c -> c h w")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted, by suffix."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
