@@ -1,0 +1,23 @@
+"""sfumato plugin ``unet``: a configurable U-Net denoiser, from tiny pixel models to the SD 1.x U-Net,
+with loaders for diffusers folders and Stable Diffusion 1.x single-file checkpoints."""
+
+from __future__ import annotations
+
+import sfumato
+
+from .diffusers_format import diffusers_config_from_spec, load_diffusers_folder, save_diffusers_folder, spec_from_diffusers_config
+from .ldm import unet_state_dict_from_ldm, unet_state_dict_to_ldm
+from .model import UNet
+from .spec import UNetSpec, unet_config
+
+SFUMATO_PLUGIN_API = 1
+
+__all__ = [
+    "UNet", "UNetSpec", "unet_config", "spec_from_diffusers_config", "diffusers_config_from_spec",
+    "load_diffusers_folder", "save_diffusers_folder", "unet_state_dict_from_ldm", "unet_state_dict_to_ldm",
+]
+
+
+@sfumato.hookimpl
+def register_components(register):
+    register(UNet)

@@ -1,0 +1,62 @@
+"""Multi-head attention, and the spatial self-attention block of pixel-space U-Nets.
+
+Attention runs through ``torch.nn.functional.scaled_dot_product_attention`` so PyTorch picks the
+fused (flash / memory-efficient) kernel for the device.
+"""
+
+from __future__ import annotations
+
+from einops import rearrange
+from torch import Tensor, nn
+from torch.nn.functional import scaled_dot_product_attention
+
+
+class Attention(nn.Module):
+    """Multi-head scaled dot-product attention (https://arxiv.org/abs/1706.03762).
+
+    Queries come from ``x``; keys and values from ``context`` (cross-attention) or from ``x``
+    itself (self-attention).
+
+    :param query_dim: width of ``x``. :param context_dim: width of ``context`` (None: self-attention).
+    :param bias: whether the q/k/v projections have biases (the output projection always has one).
+    """
+
+    def __init__(
+        self, query_dim: int, heads: int, head_dim: int, context_dim: int | None = None,
+        bias: bool = False, dropout: float = 0.0,
+    ):
+        super().__init__()
+        inner_dim = heads * head_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner_dim, bias=bias)
+        self.to_k = nn.Linear(context_dim or query_dim, inner_dim, bias=bias)
+        self.to_v = nn.Linear(context_dim or query_dim, inner_dim, bias=bias)
+        self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(dropout)])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """:param x: ``[B, N, query_dim]``. :param context: ``[B, L, context_dim]``.
+        :returns: ``[B, N, query_dim]``."""
+        context = x if context is None else context
+        q, k, v = (
+            rearrange(proj(src), "b n (h d) -> b h n d", h=self.heads)  # (B, heads, N or L, head_dim)
+            for proj, src in ((self.to_q, x), (self.to_k, context), (self.to_v, context))
+        )
+        out = scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
+        out = rearrange(out, "b h n d -> b n (h d)")
+        return self.to_out[1](self.to_out[0](out))
+
+
+class SpatialSelfAttention(Attention):
+    """Self-attention over the pixels of a feature map, with a group norm and a residual
+    connection: the attention block of DDPM's U-Net (https://arxiv.org/abs/2006.11239)."""
+
+    def __init__(self, channels: int, heads: int, head_dim: int, groups: int, eps: float):
+        super().__init__(channels, heads, head_dim, bias=True)
+        self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``context`` is accepted and ignored, so every attention block has one signature."""
+        _, _, height, _ = x.shape
+        h = rearrange(self.group_norm(x), "b c h w -> b (h w) c")
+        h = super().forward(h)  # (B, H*W, C)
+        return x + rearrange(h, "b (h w) c -> b c h w", h=height)
