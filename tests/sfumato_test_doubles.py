@@ -154,6 +154,26 @@ class CFG(sfumato.Guidance):
         return guided
 
 
+class Offset(sfumato.Guidance):
+    """Shifts eps by a constant: a guidance with a required field."""
+
+    class Spec(sfumato.ComponentSpec):
+        type: Literal["test.offset"] = "test.offset"
+        offset: float = Field(description="Added to the predicted noise (required).")
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+
+    def wrap(self, predictor, context):
+        def shifted(x, t, cond):
+            pred = predictor(x, t, cond)
+            eps = pred.eps + self.spec.offset
+            x0 = (x - (1 - pred.alpha_bar).sqrt() * eps) / pred.alpha_bar.sqrt()
+            return sfumato.Prediction(x0=x0, eps=eps, alpha_bar=pred.alpha_bar)
+
+        return shifted
+
+
 class Generate(sfumato.Task):
     required = ("denoiser", "scheduler", "diffusion")
 
@@ -172,7 +192,7 @@ class Generate(sfumato.Task):
         return sfumato.generate(pipeline, prompt, **kwargs)
 
 
-COMPONENTS = (StepDDIM, NoisyStep, LinearDenoiser, CharEncoder, Identity, CFG, Generate)
+COMPONENTS = (StepDDIM, NoisyStep, LinearDenoiser, CharEncoder, Identity, CFG, Offset, Generate)
 
 
 @sfumato.hookimpl

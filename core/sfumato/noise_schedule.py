@@ -71,7 +71,8 @@ def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
     (Lin et al. 2023, Algorithm 1)."""
     alphas_bar_sqrt = (1.0 - betas).cumprod(dim=0).sqrt()
     first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
-    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
+    # The operation order matches diffusers' ``rescale_zero_terminal_snr`` bit for bit.
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
     alphas_bar = alphas_bar_sqrt**2
     alphas = torch.cat([alphas_bar[0:1], alphas_bar[1:] / alphas_bar[:-1]])
     return 1 - alphas
@@ -90,7 +91,12 @@ class NoiseSchedule:
         self.betas = make_betas(self.spec)  # (T,)
         self.alphas_cumprod = (1.0 - self.betas).cumprod(dim=0)  # (T,)
         # sigma_t = sqrt((1 - a_t) / a_t): the noise level in the k-diffusion parameterisation.
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5  # (T,)
+        # A zero-terminal-SNR schedule has a_{T-1} = 0, an infinite sigma no sigma-space sampler
+        # can start from; like diffusers' EulerDiscreteScheduler, the sigma table uses 2^-24 there.
+        finite = self.alphas_cumprod.clone()
+        if self.spec.zero_terminal_snr:
+            finite[-1] = 2.0**-24
+        self.sigmas = ((1 - finite) / finite) ** 0.5  # (T,)
         self.log_sigmas = self.sigmas.log()
 
     @classmethod
@@ -120,9 +126,17 @@ class NoiseSchedule:
         return torch.where(weight == 0, table[low], interpolated)
 
     def sigma_at(self, t: Tensor) -> Tensor:
-        """sigma at (possibly fractional) timesteps ``t`` (log-linear between integers)."""
-        a = self.alpha_bar(t)
-        return ((1 - a) / a) ** 0.5
+        """sigma at (possibly fractional) timesteps ``t``: the table value at integers, linear in
+        log-sigma between them (so ``sigma_at(timestep_at(s)) == s``); finite even where a
+        zero-terminal-SNR ``alpha_bar`` is 0 (see ``sigmas``)."""
+        t = torch.as_tensor(t, dtype=torch.float32)
+        low = t.floor().clamp(0, self.num_timesteps - 1)
+        weight = t - low
+        low = low.long()
+        high = (low + 1).clamp(max=self.num_timesteps - 1)
+        log_sigmas = self.log_sigmas.to(t.device)
+        interpolated = torch.lerp(log_sigmas[low], log_sigmas[high], weight).exp()
+        return torch.where(weight == 0, self.sigmas.to(t.device)[low], interpolated)
 
     def timestep_at(self, sigma: Tensor) -> Tensor:
         """The fractional timestep whose sigma is ``sigma`` (linear in log-sigma between the two

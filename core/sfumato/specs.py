@@ -309,3 +309,17 @@ def load_spec(
     except SpecError as exc:
         raise SpecError(exc.problems, source=source) from None
     return validate_spec(data, registry, source=source)
+
+
+def spec_json_schema(registry: Any) -> dict[str, Any]:
+    """JSON Schema of pipeline spec files for the loaded plugins (editor completion, CI checks).
+
+    It also admits the ``task = "name"`` shorthand for a task table that has only a type.
+    """
+    schema = pipeline_spec_model(registry).model_json_schema()
+    schema["title"] = "sfumato pipeline spec"
+    schema["properties"]["extends"] = {"type": "string", "description": "A spec file this one changes."}
+    tasks = registry.types("task")
+    if tasks:
+        schema["properties"]["task"].setdefault("anyOf", []).insert(0, {"type": "string", "enum": tasks})
+    return schema

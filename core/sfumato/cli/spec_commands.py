@@ -11,7 +11,7 @@ import tomli_w
 
 from ..errors import SpecError
 from ..registry import get_registry
-from ..specs import component_union, load_spec, pipeline_spec_model
+from ..specs import component_union, load_spec, spec_json_schema
 from ..interfaces import KINDS
 
 
@@ -42,8 +42,7 @@ def run_schema(args: argparse.Namespace) -> int:
             raise SpecError(f"no {args.kind} types are registered")
         schema = TypeAdapter(union).json_schema()
     else:
-        schema = pipeline_spec_model(registry).model_json_schema()
-        schema["title"] = "sfumato pipeline spec"
+        schema = spec_json_schema(registry)
     print(json.dumps(schema, indent=2))
     return 0
 
