@@ -1,0 +1,89 @@
+"""Reading dataset files: the dataset error, root checks and image decoding that names the file."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import sfumato
+from PIL import Image, UnidentifiedImageError
+
+#: File extensions read as images by the folder-based loaders.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DatasetError(sfumato.SfumatoError, ValueError):
+    """A dataset's files are unusable: a corrupt image, an empty or malformed caption file, or a
+    caption file that references images that do not exist. The message names the file."""
+
+
+def require_dir(root: str | Path, dataset: str, field: str = "root") -> Path:
+    """``root`` as a Path, or a ``SpecError`` naming the dataset type, the field and the path."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a directory"
+        raise sfumato.SpecError(
+            f"[dataset] {field} = {str(root)!r}: the directory {what}; "
+            f"point {field} at the folder that holds the {dataset} files"
+        )
+    return path
+
+
+def require_file(path: Path, what: str) -> Path:
+    """``path`` when it is a file, else a ``DatasetError`` saying which file ``what`` needs."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing; the {what} needs this file")
+    return path
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Decode an image file fully into RGB; a corrupt or unreadable file raises ``DatasetError``
+    naming it (PIL opens lazily, so decoding here makes the error point at the right file)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot decode the image ({exc}); replace or remove the file") from exc
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+
+
+def read_caption_csv(path: Path, headers: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
+    """``image name -> captions`` from a CSV with one row per caption; ``headers`` lists the
+    accepted ``(image column, caption column)`` pairs, the first one present is used. Captions
+    may hold commas and quotes (the csv module handles both); a byte-order mark is ignored."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = set(reader.fieldnames or ())
+        columns = next((pair for pair in headers if set(pair) <= fields), None)
+        if columns is None:
+            expected = " or ".join(f"'{a},{b}'" for a, b in headers)
+            raise DatasetError(f"{path}: expected the CSV header {expected}, found {reader.fieldnames}")
+        captions: dict[str, list[str]] = {}
+        for line, row in enumerate(reader, start=2):
+            name, caption = row[columns[0]], row[columns[1]]
+            if not name or caption is None:
+                raise DatasetError(f"{path}:{line}: expected '{columns[0]},{columns[1]}', found {row}")
+            captions.setdefault(name.strip(), []).append(caption.strip())
+    return captions
+
+
+def missing_files(folder: Path, names) -> list[str]:
+    """The ``names`` (from a caption file) that are not files in ``folder``, sorted."""
+    return sorted(name for name in names if not (folder / name).is_file())
+
+
+def missing_files_error(caption_path: Path, folder: Path, missing: list[str], remedy: str = "") -> DatasetError:
+    """The error for images a caption file names but ``folder`` lacks (the first five named)."""
+    listed = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    return DatasetError(
+        f"{caption_path}: {len(missing)} image(s) it names are not in {folder}: {listed}"
+        + (f"; {remedy}" if remedy else "; add them or remove their rows")
+    )
