@@ -57,9 +57,10 @@ def spec_from_diffusers_config(config: Mapping[str, Any]) -> UNetSpec:
     """Translate a diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` config into a ``UNetSpec``.
 
     Options sfumato does not implement must have their default value; anything else is an error
-    naming the option.
+    naming the option. Without ``_class_name``, a config with ``cross_attention_dim`` is a
+    ``UNet2DConditionModel``.
     """
-    class_name = config.get("_class_name", "UNet2DConditionModel")
+    class_name = config.get("_class_name", "UNet2DConditionModel" if "cross_attention_dim" in config else "UNet2DModel")
     if class_name not in MID_BLOCKS:
         raise sfumato.SpecError(f"config is a {class_name}; expected one of {sorted(MID_BLOCKS)}")
     cross = class_name == "UNet2DConditionModel"
