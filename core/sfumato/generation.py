@@ -17,6 +17,7 @@ from torch import Tensor
 from .conditioning import Conditioning
 from .errors import SamplingError, SpecError
 from .interfaces import GuidanceContext, bind_predictor
+from .outputs import make_lock
 from .sampling import StepCallback, randn, run_sampler
 
 if TYPE_CHECKING:
@@ -164,4 +165,9 @@ def generate(
     decoded = autoencoder.decode(final) if autoencoder is not None else final
     if not bool(torch.isfinite(decoded).all()):
         raise SamplingError("decoding produced non-finite values (check the autoencoder weights and dtype)")
-    return GenerationResult(images=to_pil(decoded), latents=final, seed=seed)
+    arguments = {
+        "prompt": prompt, "negative_prompt": negative_prompt, "labels": labels, "steps": steps,
+        "seed": seed, "num_images": num_images, "height": height, "width": width, "strength": strength,
+        "latents": latents is not None, "image": image is not None, "mask": mask is not None,
+    }
+    return GenerationResult(images=to_pil(decoded), latents=final, seed=seed, lock=make_lock(pipe, arguments))

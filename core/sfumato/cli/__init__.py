@@ -9,7 +9,7 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import SfumatoError
 from ..registry import Registry, set_registry
-from . import plugin_commands, spec_commands
+from . import generate_command, plugin_commands, spec_commands
 
 
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sfumato {__version__}")
     parser.add_argument("--registry", metavar="FILE", help="a local registry.toml (default: ./registry.toml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    generate_command.add(sub)
     plugin_commands.add(sub)
     spec_commands.add(sub)
     registry.commands(sub)
