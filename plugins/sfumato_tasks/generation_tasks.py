@@ -1,0 +1,82 @@
+"""The generation tasks. ``pipe(...)`` on a pipeline whose ``task`` is one of these calls ``run``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+import sfumato
+
+
+class GenerationSpec(sfumato.ComponentSpec):
+    """Fields every generation task shares: the default output size."""
+
+    height: int = Field(64, ge=8, description="Image height in pixels (a multiple of the autoencoder's downscale).")
+    width: int = Field(64, ge=8, description="Image width in pixels (a multiple of the autoencoder's downscale).")
+
+
+class GenerationTask(sfumato.Task):
+    """Checks the call has what the task needs (``needs``), then runs ``sfumato.generate``."""
+
+    required = ("denoiser", "scheduler", "diffusion")
+    #: Keyword arguments a call must provide (``prompt`` may also be the first positional).
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, spec: GenerationSpec):
+        self.spec = spec
+
+    def run(self, pipeline: sfumato.Pipeline, prompt: str | list[str] | None = None, **kwargs: Any):
+        given = {"prompt": prompt, **kwargs}
+        missing = [name for name in self.needs if given.get(name) is None]
+        if missing:
+            raise sfumato.SpecError(f"task {self.type_name()!r} needs {', '.join(missing)}")
+        kwargs.setdefault("height", self.spec.height)
+        kwargs.setdefault("width", self.spec.width)
+        return sfumato.generate(pipeline, prompt, **kwargs)
+
+
+class TextToImage(GenerationTask):
+    required = ("text_encoder", "denoiser", "scheduler", "diffusion")
+    needs = ("prompt",)
+
+    class Spec(GenerationSpec):
+        type: Literal["text-to-image"] = "text-to-image"
+
+
+class ImageToImage(GenerationTask):
+    """Noise an init image to ``strength`` and denoise it (SDEdit, Meng et al. 2021)."""
+
+    needs = ("image",)
+
+    class Spec(GenerationSpec):
+        type: Literal["image-to-image"] = "image-to-image"
+
+    def run(self, pipeline, prompt=None, **kwargs):
+        kwargs.setdefault("strength", 0.6)
+        return super().run(pipeline, prompt, **kwargs)
+
+
+class Inpaint(GenerationTask):
+    """Regenerate the white part of ``mask``; the rest of ``image`` is blended back every step
+    (RePaint-style blending, which works for models not trained for inpainting)."""
+
+    needs = ("image", "mask")
+
+    class Spec(GenerationSpec):
+        type: Literal["inpaint"] = "inpaint"
+
+
+class ClassToImage(GenerationTask):
+    needs = ("labels",)
+
+    class Spec(GenerationSpec):
+        type: Literal["class-to-image"] = "class-to-image"
+
+
+class Unconditional(GenerationTask):
+    class Spec(GenerationSpec):
+        type: Literal["unconditional"] = "unconditional"
+
+
+TASKS = (TextToImage, ImageToImage, Inpaint, ClassToImage, Unconditional)
