@@ -37,8 +37,12 @@ def _hf_folder_files(folder: Path) -> tuple[Path, Path]:
     return config, weights
 
 
-def _has_projection(state: dict[str, Tensor]) -> bool:
-    return any(k in state for k in ("text.projection.weight", "vision.projection.weight"))
+def _projection_dim(state: dict[str, Tensor]) -> int | None:
+    """The joint embedding width, read from the projection weights (None without them)."""
+    for key in ("text.projection.weight", "vision.projection.weight"):
+        if key in state:
+            return state[key].shape[0]
+    return None
 
 
 def _sd1_text_config() -> CLIPConfig:
@@ -66,7 +70,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CLIPConfig | N
     if path.is_dir():
         config_file, weights = _hf_folder_files(path)
         state = hf_to_sfumato(load_weights(weights))
-        return state, config_from_hf(json.loads(config_file.read_text()), _has_projection(state))
+        return state, config_from_hf(json.loads(config_file.read_text()), _projection_dim(state))
     raw = load_weights(path)
     if not is_hf_layout(raw):
         return raw, _config_from_metadata(path)
@@ -76,7 +80,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CLIPConfig | N
         return state, _sd1_text_config()
     beside = path.with_name("config.json")
     if beside.is_file():
-        return state, config_from_hf(json.loads(beside.read_text()), _has_projection(state))
+        return state, config_from_hf(json.loads(beside.read_text()), _projection_dim(state))
     return state, None
 
 

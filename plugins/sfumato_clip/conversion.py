@@ -184,12 +184,11 @@ def _vision_from_hf(c: Mapping[str, Any]) -> VisionConfig:
     )
 
 
-def config_from_hf(hf: Mapping[str, Any], has_projection: bool) -> CLIPConfig:
+def config_from_hf(hf: Mapping[str, Any], embed_dim: int | None) -> CLIPConfig:
     """A ``CLIPConfig`` from a transformers ``config.json`` of a ``CLIPModel``, ``CLIPTextModel``
-    (with or without projection) or ``CLIPVisionModel``. ``has_projection`` says whether the
-    weights hold projections (a bare ``CLIPTextModel`` has none)."""
+    (with or without projection) or ``CLIPVisionModel``. ``embed_dim`` is the projections' width
+    as the weights hold them (None for a bare ``CLIPTextModel``, which has none)."""
     model_type = hf.get("model_type", "clip")
-    embed_dim = hf.get("projection_dim", 512) if has_projection else None
     if model_type == "clip_text_model":
         return CLIPConfig(embed_dim=embed_dim, text=_text_from_hf(hf))
     if model_type == "clip_vision_model":
