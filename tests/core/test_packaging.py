@@ -1,0 +1,72 @@
+"""A wheel built from the repository carries the core, every first-party plugin and the manifest,
+and installed into a fresh virtual environment it finds all first-party plugins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import tomllib
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+MANIFEST = tomllib.loads((ROOT / "registry.toml").read_text())["plugins"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    [path] = out.glob("sfumato-*.whl")
+    return path
+
+
+def test_packaged_manifest_is_the_top_level_registry():
+    assert (ROOT / "core" / "sfumato" / "registry.toml").read_text() == (ROOT / "registry.toml").read_text()
+
+
+def test_wheel_contains_core_plugins_and_manifest(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    packaged = tomllib.loads(zipfile.ZipFile(wheel).read("sfumato/registry.toml").decode())["plugins"]
+    assert packaged == MANIFEST
+    for module in MANIFEST.values():
+        assert f"{module}/__init__.py" in names, f"{module} missing from the wheel"
+    assert "sfumato/testing/conformance.py" in names
+    assert not any(n.startswith(("core/", "plugins/")) for n in names), "no top-level core/plugins packages"
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "sfumato = sfumato.cli:main" in entry_points
+
+
+def test_wheel_in_a_fresh_venv_lists_the_first_party_plugins(wheel, tmp_path):
+    env = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env)
+    python = env / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True)
+    script = textwrap.dedent("""
+        import importlib, json, sfumato
+        from sfumato.registry import PACKAGED_REGISTRY, read_manifest
+        modules, _ = read_manifest(PACKAGED_REGISTRY)
+        plugins = [
+            p.to_json() | {"module_file": importlib.import_module(modules[p.name]).__file__}
+            for p in sfumato.plugins() if p.source == "registry"
+        ]
+        print(json.dumps({"file": sfumato.__file__, "plugins": plugins}))
+    """)
+    out = subprocess.run([str(python), "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert str(env) in data["file"], "imported the repository's sfumato instead of the wheel's"
+    first_party = {p["name"]: p for p in data["plugins"]}
+    assert set(first_party) == set(MANIFEST)
+    for name, plugin in first_party.items():
+        assert plugin["status"] == "ok", f"{name}: {plugin['error']}"
+        assert str(env) in plugin["module_file"], f"{name} was imported from outside the venv"
