@@ -9,7 +9,7 @@ or cropped (that would make "left", "above" and the recorded boxes wrong).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import sfumato
@@ -19,6 +19,9 @@ from .shapes_captions import scene_captions
 from .shapes_scene import SCENE_KINDS, Scene, SceneKind, render_scene, sample_scene
 from .shapes_vocab import BACKGROUND, COLORS, MAX_OBJECTS, SHAPES
 from .transforms import to_tensor
+
+
+Channel = Annotated[int, Field(ge=0, le=255)]
 
 
 class ShapesDataset(sfumato.Dataset):
@@ -39,7 +42,7 @@ class ShapesDataset(sfumato.Dataset):
         supersample: int = Field(
             4, ge=1, le=16, description="Draw at resolution x supersample, then box-filter down (anti-aliasing)."
         )
-        background: tuple[int, int, int] = Field(BACKGROUND, description="Background colour as RGB in 0..255.")
+        background: tuple[Channel, Channel, Channel] = Field(BACKGROUND, description="Background colour as RGB in 0..255.")
 
         @field_validator("scenes")
         @classmethod
