@@ -9,19 +9,22 @@ sees only its tile, which the overlap and the blending hide.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 
-def tile_starts(size: int, tile: int, stride: int) -> list[int]:
-    """Offsets of tiles of ``tile`` pixels every ``stride`` pixels covering ``[0, size)``; the
-    last tile is moved back to end exactly at ``size`` so every tile has the full size."""
+def tile_starts(size: int, tile: int, overlap: int, step: int = 1) -> list[int]:
+    """Offsets of the fewest ``tile``-pixel tiles that cover ``[0, size)`` with neighbours sharing
+    at least ``overlap`` pixels, spread evenly; the first starts at 0 and the last ends at
+    ``size``. Offsets are multiples of ``step`` (the downscale factor when encoding, so every
+    tile maps to whole latent pixels), which may shrink an overlap by less than ``step``."""
     if size <= tile:
         return [0]
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    return [(i * (size - tile)) // (count - 1) // step * step for i in range(count)]
 
 
 def blend_window(length: int, ramp_start: int, ramp_end: int, device: torch.device) -> Tensor:
@@ -49,12 +52,13 @@ def apply_tiled(
     :param tile: tile size in input pixels.
     :param overlap: input pixels shared by neighbouring tiles (``< tile``).
     :param scale: output size per input pixel (the downscale factor to decode, its inverse to
-        encode); ``tile * scale`` and ``overlap * scale`` must be whole numbers.
+        encode); ``tile * scale`` and ``size * scale`` must be whole numbers.
     """
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap must be in [0, tile={tile}), got {overlap}")
     height, width = x.shape[-2:]
-    rows, cols = tile_starts(height, tile, tile - overlap), tile_starts(width, tile, tile - overlap)
+    step = max(1, round(1 / scale))  # tiles must start on whole output pixels
+    rows, cols = (tile_starts(size, tile, overlap, step) for size in (height, width))
     out = weight_sum = None
     for i, top in enumerate(rows):
         for j, left in enumerate(cols):
