@@ -1,0 +1,56 @@
+"""DPM-Solver++(2M) (Lu et al. 2022, https://arxiv.org/abs/2211.01095, Algorithm 2), the
+multistep second-order solver of the diffusion ODE in data (x0) prediction.
+
+With ``lambda = -log(sigma)`` (the half log-SNR) and ``h = lambda_next - lambda``:
+
+    D      = (1 + 1/(2r)) x0 - 1/(2r) x0_prev,   r = h_prev / h
+    x_next = (sigma_next / sigma) x - expm1(-h) D
+
+The first step has no history and the last (to sigma = 0) needs none, so both use ``D = x0``
+(first order). The previous x0 travels in ``carry["denoised"]``. This is k-diffusion's
+``sample_dpmpp_2m``; diffusers' ``DPMSolverMultistepScheduler`` (algorithm_type "dpmsolver++",
+solver_order 2) computes the same update on the variance-preserving sample.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+import sfumato
+
+from .sigma_space import SigmaSpaceScheduler
+from .spacing import SigmaStepOptions, spaced_timesteps
+
+
+class DPMSolverPlusPlus2M(SigmaSpaceScheduler):
+    """Second-order multistep, deterministic, one model call per step."""
+
+    class Spec(SigmaStepOptions):
+        type: Literal["dpmpp-2m"] = "dpmpp-2m"
+
+    def spaced_timesteps(self, num_train_timesteps: int, steps: int) -> np.ndarray:
+        """As diffusers' DPMSolverMultistepScheduler: ``linspace`` and ``leading`` space N + 1
+        integer timesteps and drop the final one, so the last step starts above timestep 0."""
+        spacing, offset = self.spec.spacing, self.spec.steps_offset
+        if spacing == "trailing":
+            return spaced_timesteps(num_train_timesteps, steps, spacing)
+        if spacing == "leading":  # the offset applies after dropping timestep 0
+            return spaced_timesteps(num_train_timesteps, steps + 1, spacing)[:-1] + offset
+        return spaced_timesteps(num_train_timesteps, steps + 1, spacing).round()[:-1]
+
+    def init_noise_sigma(self, sigmas):
+        """Unit-variance noise in the variance-preserving space, as diffusers starts DPM-Solver."""
+        return float((sigmas[0] ** 2 + 1).sqrt())
+
+    def step(self, model, x, plan, i, carry=None, noise=None):
+        sigma, sigma_next = plan.sigmas[i], plan.sigmas[i + 1]
+        x0 = self.predict(model, x, plan, i).x0
+        h = sigma.log() - sigma_next.log()
+        denoised = x0
+        if carry and i < len(plan) - 1:
+            r = (plan.sigmas[i - 1].log() - sigma.log()) / h
+            denoised = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * carry["denoised"]
+        x = (sigma_next / sigma) * x - (-h).expm1() * denoised
+        return sfumato.StepResult(x, x0, {"denoised": x0})

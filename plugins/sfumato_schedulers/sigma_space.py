@@ -1,0 +1,76 @@
+"""The base of samplers that work in sigma space (Euler, Euler ancestral, Heun, DPM-Solver++).
+
+They integrate the probability-flow ODE (or SDE) of Karras et al. 2022
+(https://arxiv.org/abs/2206.00364) in the variable ``x = x0 + sigma * eps``, where
+``sigma = sqrt((1 - alpha_bar) / alpha_bar)``; the variance-preserving sample the model was trained
+on is ``x / sqrt(sigma^2 + 1)``. This is k-diffusion's parameterisation and diffusers' for its
+discrete Euler and Heun schedulers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import sfumato
+
+from .spacing import SigmaStepOptions, keep_strength, respaced_sigmas, spaced_timesteps
+
+
+class SigmaSpaceScheduler(sfumato.Scheduler):
+    """Plans sigmas with a trailing 0, noises as ``x0 + sigma * noise`` and calls the model on the
+    variance-preserving sample. Subclasses implement ``step`` and may change the two rules below."""
+
+    Spec = SigmaStepOptions
+
+    def __init__(self, spec: SigmaStepOptions):
+        self.spec = spec
+
+    def spaced_timesteps(self, num_train_timesteps: int, steps: int) -> np.ndarray:
+        """The timesteps of ``sigmas = "default"`` plans: the spec's spacing, unrounded (as
+        diffusers' Euler and Heun schedulers)."""
+        return spaced_timesteps(num_train_timesteps, steps, self.spec.spacing, self.spec.steps_offset)
+
+    @staticmethod
+    def interpolated_sigmas(schedule: sfumato.NoiseSchedule, timesteps: np.ndarray) -> np.ndarray:
+        """Sigmas at ``timesteps``, linear in sigma between training timesteps (float32).
+
+        This is diffusers' rule for fractional timesteps (``linspace`` spacing of Euler and Heun);
+        the plan then gives the model the timestep of each sigma under the schedule's own
+        log-sigma interpolation, so the model's input and its noise level always agree.
+        """
+        table = schedule.sigmas.numpy()
+        return np.interp(timesteps, np.arange(len(table)), table).astype(np.float32)
+
+    def init_noise_sigma(self, sigmas: Tensor) -> float:
+        """Scale of the starting noise. diffusers' Euler and Heun use the largest sigma, or
+        ``sqrt(sigma_max^2 + 1)`` (the standard deviation of ``x0 + sigma * eps`` for unit-variance
+        data) with leading spacing."""
+        sigma_max = float(sigmas.max())
+        return sigma_max if self.spec.spacing in ("linspace", "trailing") else (sigma_max**2 + 1) ** 0.5
+
+    def plan(self, schedule, steps=None, strength=1.0):
+        steps = steps or self.spec.steps
+        if self.spec.sigmas == "default":
+            timesteps = self.spaced_timesteps(schedule.num_timesteps, steps)
+            sigmas = torch.from_numpy(self.interpolated_sigmas(schedule, timesteps))
+            timesteps = schedule.timestep_at(sigmas)  # moves fractional timesteps to their sigma
+        else:
+            timesteps, sigmas = respaced_sigmas(schedule, steps, self.spec.sigmas)
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])  # (N + 1,): every run ends clean
+        plan = sfumato.SamplingPlan(timesteps, sigmas, self.init_noise_sigma(sigmas), schedule)
+        return keep_strength(plan, strength)
+
+    def noised(self, x0, noise, plan, i):
+        return x0 + plan.sigmas[i] * noise
+
+    def predict(self, model: sfumato.Model, x: Tensor, plan: sfumato.SamplingPlan, i: int) -> sfumato.Prediction:
+        """The model's prediction for the sigma-space sample ``x`` at step boundary ``i``.
+
+        Its ``eps`` is the ODE's derivative ``dx/dsigma = (x - x0) / sigma``; steps use it directly
+        rather than differencing ``x - x0``, which loses every digit of x0 where sigma is large.
+        """
+        sigma = plan.sigmas[i]
+        t = plan.timesteps[i].expand(x.shape[0])
+        return model(x / (sigma**2 + 1).sqrt(), t)
