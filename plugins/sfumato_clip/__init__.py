@@ -12,6 +12,11 @@ import sfumato
 from .checkpoint import export_hf, load_clip, read_checkpoint, save_clip
 from .config import PRESETS, CLIPConfig, TextConfig, VisionConfig, list_models, resolve_config
 from .encoders import CLIPImageEncoder, CLIPTextEncoder
+from .finetune import CLIPFineTuner, ProjectionHead
+from .losses import clip_loss, siglip_loss, soft_target_loss
+from .metrics import retrieval_recall, topk_accuracy
+from .search import SearchIndex, build_index, query_image, query_text
+from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier, class_embeddings
 from .model import CLIP, TextTransformer, VisionTransformer
 from .tokenizer import TextTokenizer, train_tokenizer
 
@@ -24,7 +29,17 @@ def register_components(register):
     register(CLIPImageEncoder)
 
 
+@sfumato.hookimpl
+def register_commands(cli):
+    from .cli import register
+
+    register(cli)
+
+
 __all__ = [
+    "CLIPFineTuner", "DEFAULT_TEMPLATES", "ProjectionHead", "SearchIndex", "ZeroShotClassifier",
+    "build_index", "class_embeddings", "clip_loss", "query_image", "query_text", "retrieval_recall",
+    "siglip_loss", "soft_target_loss", "topk_accuracy",
     "CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "PRESETS", "TextConfig",
     "TextTokenizer", "TextTransformer", "VisionConfig", "VisionTransformer", "export_hf",
     "list_models", "load_clip", "read_checkpoint", "resolve_config", "save_clip", "train_tokenizer",

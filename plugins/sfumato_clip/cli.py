@@ -1,0 +1,119 @@
+"""The ``sfumato classify`` and ``sfumato search`` commands.
+
+Both need a CLIP text and image encoder, given either as a spec file with ``[text_encoder]`` and
+``[image_encoder]`` tables (``--spec``) or as one weights file or folder (``--weights``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import sfumato
+
+from .images import load_image
+from .search import ENCODER_KEY, SearchIndex, build_index, query_image, query_text
+from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--spec", metavar="FILE", help="a spec with [text_encoder] and [image_encoder] tables")
+    source.add_argument("--weights", metavar="PATH",
+                        help="a CLIP .safetensors file or transformers CLIP folder holding both towers")
+    parser.add_argument("--architecture", metavar="NAME", help="a preset when the weights do not record one")
+    parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
+
+
+def encoder_specs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The text and image encoder specs that ``--weights`` / ``--architecture`` describe."""
+    common = {"weights": str(Path(args.weights).resolve()) if args.weights else None,
+              "architecture": args.architecture}
+    return {"type": "clip-text", **common}, {"type": "clip-image", **common}
+
+
+def load_encoders(args: argparse.Namespace, recorded: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """Build ``(text_encoder, image_encoder)`` from ``--spec``, ``--weights`` or, failing both,
+    the specs ``recorded`` in a search index."""
+    device = sfumato.resolve_device(args.device)
+    if args.spec:
+        pipeline = sfumato.load_pipeline(args.spec)
+        text, image = pipeline.text_encoder, pipeline.image_encoder
+        if text is None or image is None:
+            raise sfumato.SpecError("needs both [text_encoder] and [image_encoder] tables", source=args.spec)
+    else:
+        if args.weights is None and recorded is None:
+            raise sfumato.SpecError("give the CLIP model with --spec FILE or --weights PATH")
+        text_spec, image_spec = (recorded["text_encoder"], recorded["image_encoder"]) if args.weights is None \
+            else encoder_specs(args)
+        text, image = sfumato.build("encoder", text_spec), sfumato.build("encoder", image_spec)
+    return text.to(device).eval(), image.to(device).eval()
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    templates = tuple(args.template) if args.template else DEFAULT_TEMPLATES
+    text_encoder, image_encoder = load_encoders(args)
+    classifier = ZeroShotClassifier(text_encoder, image_encoder, labels, templates)
+    for path in args.images:
+        image = load_image(path, image_encoder.image_size)[None]
+        (prediction,) = classifier.predict(image, k=args.k)
+        ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in zip(prediction.labels, prediction.probs))
+        print(f"{path}: {ranked}")
+    return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    text_encoder, image_encoder = load_encoders(args)
+    index = build_index(image_encoder, args.folder, batch_size=args.batch_size)
+    recorded = {"text_encoder": text_encoder.spec.model_dump(mode="json"),
+                "image_encoder": image_encoder.spec.model_dump(mode="json")}
+    index.save(args.out, json.dumps(recorded))
+    print(f"indexed {len(index)} images from {args.folder} into {args.out}")
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    index = SearchIndex.load(args.index)
+    recorded = json.loads(sfumato.read_metadata(args.index).get(ENCODER_KEY) or "null")
+    text_encoder, image_encoder = load_encoders(args, recorded)
+    if args.image:
+        hits = query_image(index, image_encoder, args.image, k=args.k)
+    elif args.text:
+        hits = query_text(index, text_encoder, args.text, k=args.k)
+    else:
+        raise sfumato.SpecError('give a query text ("a red car") or --image FILE')
+    for hit in hits:
+        print(f"{hit.score:.4f}  {Path(index.root, hit.file) if index.root else hit.file}")
+    return 0
+
+
+def register(cli: Any) -> None:
+    """Add ``classify`` and ``search {index, query}`` to the ``sfumato`` parser."""
+    classify = cli.add_parser("classify", help="zero-shot classify images with CLIP")
+    classify.add_argument("images", nargs="+", metavar="IMAGE")
+    classify.add_argument("--labels", required=True, help='comma-separated class names: "cat,dog,car"')
+    classify.add_argument("--template", action="append", metavar="TEXT",
+                          help='a prompt template with {} for the label (repeatable; default: 10 of OpenAI\'s)')
+    classify.add_argument("-k", type=int, default=5, help="how many labels to show per image")
+    add_encoder_arguments(classify)
+    classify.set_defaults(handler=run_classify)
+
+    search = cli.add_parser("search", help="semantic image search with CLIP")
+    actions = search.add_subparsers(dest="search_command", metavar="ACTION", required=True)
+    index = actions.add_parser("index", help="embed a folder of images into an index file")
+    index.add_argument("folder", metavar="DIR")
+    index.add_argument("--out", required=True, metavar="INDEX", help="the .safetensors index to write")
+    index.add_argument("--batch-size", type=int, default=32)
+    add_encoder_arguments(index)
+    index.set_defaults(handler=run_index)
+
+    query = actions.add_parser("query", help="find the images that best match a text or an image")
+    query.add_argument("index", metavar="INDEX")
+    query.add_argument("text", nargs="?", default="", help="the caption to search for")
+    query.add_argument("--image", metavar="FILE", help="search by this image instead of text")
+    query.add_argument("-k", type=int, default=5)
+    add_encoder_arguments(query)
+    query.set_defaults(handler=run_query)
