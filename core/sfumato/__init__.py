@@ -16,6 +16,7 @@ from .hookspecs import hookimpl
 from .interfaces import (
     KINDS,
     Autoencoder,
+    Classifier,
     Dataset,
     Denoiser,
     Encoder,
@@ -72,7 +73,7 @@ def load_pipeline(spec_or_path: Any, overrides: list[str] | dict[str, Any] | Non
 __all__ = [
     "PLUGIN_API_VERSION", "__version__", "Component", "ComponentSpec", "Conditioning",
     "Interrupted", "PluginError", "SamplingError", "SfumatoError", "SpecError", "WeightsError",
-    "hookimpl", "KINDS", "Autoencoder", "Dataset", "Denoiser", "Encoder", "EncoderOutput",
+    "hookimpl", "KINDS", "Autoencoder", "Classifier", "Dataset", "Denoiser", "Encoder", "EncoderOutput",
     "Guidance", "GuidanceContext", "Model", "Predictor", "SamplingPlan", "Scheduler", "StepResult",
     "Task", "bind_predictor", "DiffusionSpec", "NoiseSchedule", "Prediction", "PluginInfo",
     "Registry", "get_registry", "set_registry", "RuntimeSpec", "resolve_device", "atomic_write",

@@ -8,6 +8,7 @@ denoiser       ``(x_t, t, cond) -> raw prediction`` (epsilon, v or x0, as traine
 autoencoder    images in [-1, 1] <-> latents (already scaled for the denoiser)
 scheduler      plans timesteps; one update per ``step`` given a predictor it may call often
 guidance       wraps a predictor into a guided predictor
+classifier     noise-aware classifier ``(x_t, t) -> logits`` for classifier guidance
 dataset        yields training examples (image, caption and/or label)
 task           a named job over a pipeline's components (text-to-image, classify, ...)
 =============  =========================================================================
@@ -245,6 +246,22 @@ class Guidance(Component, ABC):
         """Return a predictor with the same signature that applies this guidance."""
 
 
+# -- classifiers ----------------------------------------------------------------------------
+
+
+class Classifier(Component, nn.Module, ABC):
+    """A noise-aware classifier ``(x_t, t) -> logits [B, num_classes]`` (Dhariwal & Nichol 2021),
+    on pixels or latents; classifier guidance follows the gradient of its log-probability."""
+
+    kind: ClassVar[str] = "classifier"
+
+    num_classes: int
+
+    @abstractmethod
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """:param x: ``[B, C, H, W]`` noisy sample. :param t: ``[B]`` timesteps. :returns: logits."""
+
+
 # -- datasets -------------------------------------------------------------------------------
 
 
@@ -279,5 +296,5 @@ class Task(Component, ABC):
 
 
 KINDS: dict[str, type[Component]] = {
-    cls.kind: cls for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Dataset, Task)
+    cls.kind: cls for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Classifier, Dataset, Task)
 }

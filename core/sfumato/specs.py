@@ -31,6 +31,7 @@ COMPONENT_TABLES: dict[str, str] = {
     "autoencoder": "autoencoder",
     "denoiser": "denoiser",
     "scheduler": "scheduler",
+    "classifier": "classifier",
     "dataset": "dataset",
 }
 LIST_TABLES: dict[str, str] = {"guidance": "guidance"}
