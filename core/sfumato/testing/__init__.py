@@ -19,3 +19,4 @@ from .conformance import (
     analytic_predictor,
 )
 from .fixtures import fresh_registry
+from .scheduler_conformance import SchedulerConformance
