@@ -32,7 +32,7 @@ class UNetSpec(sfumato.ComponentSpec):
     out_channels: int = Field(3, ge=1, description="Channels of the prediction (usually equal to in_channels).")
     sample_size: int | None = Field(
         None, ge=1, description="Resolution the model was trained at (pixels of its input); informational, "
-        "a pipeline's default size. Any size divisible by 2**(levels-1) works.",
+        "a pipeline's default size. Other sizes work too, odd ones included.",
     )
     block_out_channels: list[int] = Field(
         [32, 64, 64], min_length=1, description="Channels of each resolution level, from full resolution down."
