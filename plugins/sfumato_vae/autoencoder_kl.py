@@ -23,7 +23,7 @@ from .formats import (
     ATTENTION_PROJECTION, DIFFUSERS_CONFIG, DIFFUSERS_WEIGHTS, LDM_PREFIX, SD1_CONFIG, Format,
     diffusers_config, foreign_key, read_json, spec_fields_from_diffusers,
 )
-from .networks import Decoder, Encoder
+from .networks import Architecture, Decoder, Encoder
 from .posterior import DiagonalGaussian
 from .tiling import apply_tiled
 
@@ -90,13 +90,11 @@ class AutoencoderKL(sfumato.Autoencoder):
         self.spec = spec
         self.latent_channels = spec.latent_channels
         self.downscale = 2 ** (len(spec.block_out_channels) - 1)
-        blocks = dict(
-            block_out_channels=spec.block_out_channels, layers_per_block=spec.layers_per_block,
-            groups=spec.norm_num_groups, mid_attention=spec.mid_block_attention,
-        )
+        arch = Architecture(spec.block_out_channels, spec.layers_per_block, spec.norm_num_groups,
+                            spec.mid_block_attention)
         moments = 2 * spec.latent_channels
-        self.encoder = Encoder(spec.in_channels, moments, **blocks)
-        self.decoder = Decoder(spec.latent_channels, spec.out_channels, **blocks)
+        self.encoder = Encoder(spec.in_channels, moments, arch)
+        self.decoder = Decoder(spec.latent_channels, spec.out_channels, arch)
         self.quant_conv = nn.Conv2d(moments, moments, 1) if spec.use_quant_conv else nn.Identity()
         self.post_quant_conv = (
             nn.Conv2d(spec.latent_channels, spec.latent_channels, 1) if spec.use_post_quant_conv else nn.Identity()

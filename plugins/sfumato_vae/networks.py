@@ -3,10 +3,22 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import Downsample, MidBlock, ResnetBlock, Upsample, group_norm
+
+
+class Architecture(NamedTuple):
+    """What the encoder and the decoder share: the widths per stage (highest resolution first),
+    ResNet blocks per encoder stage, GroupNorm groups and whether the mid blocks attend."""
+
+    block_out_channels: list[int]
+    layers_per_block: int
+    groups: int
+    mid_attention: bool
 
 
 class Stage(nn.Module):
@@ -31,27 +43,19 @@ class Encoder(nn.Module):
     Every stage but the last halves the resolution; the widths are ``block_out_channels``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        block_out_channels: list[int],
-        layers_per_block: int,
-        groups: int,
-        mid_attention: bool,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, arch: Architecture):
         super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
-        widths = [block_out_channels[0], *block_out_channels]
-        last = len(block_out_channels) - 1
+        widths, groups, last = arch.block_out_channels, arch.groups, len(arch.block_out_channels) - 1
+        widths_in = [widths[0], *widths[:-1]]
+        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         self.down = nn.ModuleList(
-            Stage(widths[i], widths[i + 1], layers_per_block, groups,
-                  Downsample(widths[i + 1]) if i < last else nn.Identity())
-            for i in range(len(block_out_channels))
+            Stage(widths_in[i], widths[i], arch.layers_per_block, groups,
+                  Downsample(widths[i]) if i < last else nn.Identity())
+            for i in range(len(widths))
         )
-        self.mid = MidBlock(block_out_channels[-1], groups, attention=mid_attention)
-        self.norm_out = group_norm(block_out_channels[-1], groups)
-        self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
+        self.mid = MidBlock(widths[-1], groups, attention=arch.mid_attention)
+        self.norm_out = group_norm(widths[-1], groups)
+        self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
@@ -65,23 +69,14 @@ class Decoder(nn.Module):
     """``[B, in_channels, h, w] -> [B, out_channels, h * 2^(S-1), w * 2^(S-1)]``: the mirror of
     ``Encoder``, widest stage first, with one more ResNet block per stage than the encoder."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        block_out_channels: list[int],
-        layers_per_block: int,
-        groups: int,
-        mid_attention: bool,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, arch: Architecture):
         super().__init__()
-        widths = list(reversed(block_out_channels))
-        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
-        self.mid = MidBlock(widths[0], groups, attention=mid_attention)
+        widths, groups, last = arch.block_out_channels[::-1], arch.groups, len(arch.block_out_channels) - 1
         widths_in = [widths[0], *widths[:-1]]
-        last = len(widths) - 1
+        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.mid = MidBlock(widths[0], groups, attention=arch.mid_attention)
         self.up = nn.ModuleList(
-            Stage(widths_in[i], widths[i], layers_per_block + 1, groups,
+            Stage(widths_in[i], widths[i], arch.layers_per_block + 1, groups,
                   Upsample(widths[i]) if i < last else nn.Identity())
             for i in range(len(widths))
         )
