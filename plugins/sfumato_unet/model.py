@@ -103,18 +103,22 @@ class UNet(sfumato.Denoiser):
             emb = emb + self.class_embedding(labels).to(dtype)
         return emb
 
+    def _context(self, cond: sfumato.Conditioning | None, dtype: torch.dtype) -> Tensor | None:
+        """The token states to cross-attend to (None for models without cross-attention)."""
+        width = self.spec.cross_attention_dim
+        if width is None:
+            return None
+        if cond is None or cond.tokens is None:
+            raise ValueError("this U-Net cross-attends to text: pass cond=Conditioning(tokens=[B, L, D])")
+        if cond.tokens.shape[-1] != width:
+            raise ValueError(f"cond.tokens have width {cond.tokens.shape[-1]}; this U-Net expects cross_attention_dim={width}")
+        return cond.tokens.to(dtype)
+
     def forward(self, x: Tensor, t: Tensor, cond: sfumato.Conditioning | None = None) -> Tensor:
         """:param x: ``[B, in_channels, H, W]`` noisy sample. :param t: ``[B]`` (or scalar) timesteps.
         :returns: ``[B, out_channels, H, W]`` raw prediction."""
         t = torch.as_tensor(t, device=x.device).expand(x.shape[0])  # () or (B,) -> (B,)
-        context = cond.tokens if cond is not None else None
-        if self.spec.cross_attention_dim is not None and context is None:
-            raise ValueError("this U-Net cross-attends to text: pass cond=Conditioning(tokens=[B, L, D])")
-        if context is not None and self.spec.cross_attention_dim is not None:
-            if context.shape[-1] != self.spec.cross_attention_dim:
-                raise ValueError(f"cond.tokens have width {context.shape[-1]}; this U-Net expects "
-                                 f"cross_attention_dim={self.spec.cross_attention_dim}")
-            context = context.to(x.dtype)
+        context = self._context(cond, x.dtype)  # (B, L, D) or None
         emb = self.embed(t, cond.labels if cond is not None else None, x.dtype)  # (B, 4 * C0)
 
         h = self.conv_in(x)  # (B, C0, H, W)
@@ -143,7 +147,7 @@ class UNet(sfumato.Denoiser):
         """Build from a diffusers component folder (``config.json`` +
         ``diffusion_pytorch_model.safetensors``), strictly loading its weights."""
         spec, state_dict = load_diffusers_folder(folder, allow_pickle=allow_pickle)
-        return sfumato.load_into(cls.from_spec(spec), state_dict, source=str(folder))
+        return cls._from_state_dict(spec, state_dict, source=str(folder))
 
     def to_diffusers(self, folder: str | Path) -> Path:
         """Write a diffusers component folder that ``UNet2DModel`` / ``UNet2DConditionModel`` loads."""
@@ -157,4 +161,12 @@ class UNet(sfumato.Denoiser):
         keys); ``spec`` defaults to the shipped ``sd15`` config. ``.ckpt`` files need ``allow_pickle``."""
         spec = spec or unet_config("sd15")
         state_dict = unet_state_dict_from_ldm(sfumato.load_weights(path, allow_pickle=allow_pickle), spec)
-        return sfumato.load_into(cls.from_spec(spec.model_copy(update={"weights": None})), state_dict, source=str(path))
+        return cls._from_state_dict(spec.model_copy(update={"weights": None}), state_dict, source=str(path))
+
+    @classmethod
+    def _from_state_dict(cls, spec: UNetSpec, state_dict: dict[str, Tensor], source: str) -> UNet:
+        """Build without random initialisation (seconds for SD-size models; strict loading
+        overwrites every tensor) and load ``state_dict``."""
+        with torch.device("meta"):
+            model = cls.from_spec(spec)
+        return sfumato.load_into(model.to_empty(device="cpu"), state_dict, source=source)
