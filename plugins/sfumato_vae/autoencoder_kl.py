@@ -140,12 +140,16 @@ class AutoencoderKL(sfumato.Autoencoder):
         return self
 
     @classmethod
+    def spec_from_diffusers_config(cls, path: str | Path, **spec_fields) -> Spec:
+        """The spec for a diffusers ``config.json``; ``spec_fields`` override its entries."""
+        return cls.Spec(**{**spec_fields_from_diffusers(read_json(Path(path)), str(path)), **spec_fields})
+
+    @classmethod
     def from_diffusers(cls, folder: str | Path, **spec_fields) -> AutoencoderKL:
         """Load a diffusers ``AutoencoderKL`` folder (``config.json`` and
         ``diffusion_pytorch_model.safetensors``). ``spec_fields`` override the config's."""
         folder = Path(folder)
-        config = folder / DIFFUSERS_CONFIG
-        spec = cls.Spec(**{**spec_fields_from_diffusers(read_json(config), str(config)), **spec_fields})
+        spec = cls.spec_from_diffusers_config(folder / DIFFUSERS_CONFIG, **spec_fields)
         weights = folder / DIFFUSERS_WEIGHTS
         return cls.from_spec(spec).load_foreign(sfumato.load_weights(weights), "diffusers", str(weights))
 
@@ -168,7 +172,7 @@ class AutoencoderKL(sfumato.Autoencoder):
         ``first_stage_model.*`` entries; other entries are ignored). ``config`` is a diffusers
         config for the architecture (default: the shipped SD 1.x one). Pickle checkpoints
         (``.ckpt``) load only with ``allow_pickle=True``."""
-        spec = cls.Spec(**{**spec_fields_from_diffusers(read_json(Path(config)), str(config)), **spec_fields})
+        spec = cls.spec_from_diffusers_config(config, **spec_fields)
         state = strip_ldm_prefix(sfumato.load_weights(path, allow_pickle=allow_pickle))
         return cls.from_spec(spec).load_foreign(state, "ldm", str(path))
 
@@ -249,7 +253,7 @@ class AutoencoderKL(sfumato.Autoencoder):
 
 def sd1_spec(**fields) -> AutoencoderKL.Spec:
     """The ``vae-kl`` spec of the Stable Diffusion 1.x autoencoder (from the shipped config)."""
-    return AutoencoderKL.Spec(**{**spec_fields_from_diffusers(read_json(SD1_CONFIG), str(SD1_CONFIG)), **fields})
+    return AutoencoderKL.spec_from_diffusers_config(SD1_CONFIG, **fields)
 
 
 def strip_ldm_prefix(state_dict: dict[str, Tensor], prefix: str = LDM_PREFIX) -> dict[str, Tensor]:
