@@ -16,13 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 Activation = Literal["quick_gelu", "gelu"]
 
 
-class TextConfig(BaseModel):
-    """The causal text transformer."""
+class TowerConfig(BaseModel):
+    """What both transformers share (defaults: OpenAI ViT-B's text tower)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    vocab_size: int = Field(49408, description="Token vocabulary size (49408 for the CLIP BPE).")
-    context_length: int = Field(77, description="Tokens per caption, start and end tokens included.")
     width: int = Field(512, description="Transformer width (token state size D).")
     layers: int = Field(12, description="Number of transformer blocks.")
     heads: int = Field(8, description="Attention heads; must divide width.")
@@ -30,25 +28,27 @@ class TextConfig(BaseModel):
     activation: Activation = Field(
         "quick_gelu", description="MLP activation: OpenAI's x*sigmoid(1.702x) or exact GELU."
     )
-    eos_token_id: int = Field(
-        49407, description="End-of-text token id; the pooled state is taken at its first occurrence."
-    )
     norm_eps: float = Field(1e-5, description="LayerNorm epsilon.")
 
 
-class VisionConfig(BaseModel):
-    """The vision transformer (ViT, https://arxiv.org/abs/2010.11929)."""
+class TextConfig(TowerConfig):
+    """The causal text transformer."""
 
-    model_config = ConfigDict(extra="forbid")
+    vocab_size: int = Field(49408, description="Token vocabulary size (49408 for the CLIP BPE).")
+    context_length: int = Field(77, description="Tokens per caption, start and end tokens included.")
+    eos_token_id: int = Field(
+        49407, description="End-of-text token id; the pooled state is taken at its first occurrence."
+    )
+
+
+class VisionConfig(TowerConfig):
+    """The vision transformer (ViT, https://arxiv.org/abs/2010.11929); defaults: ViT-B/32."""
 
     image_size: int = Field(224, description="Input resolution; images are resized to it.")
     patch_size: int = Field(32, description="Side of each square patch.")
     width: int = Field(768, description="Transformer width.")
-    layers: int = Field(12, description="Number of transformer blocks.")
     heads: int = Field(12, description="Attention heads; must divide width.")
     mlp_width: int = Field(3072, description="Hidden width of each block's MLP.")
-    activation: Activation = Field("quick_gelu", description="MLP activation.")
-    norm_eps: float = Field(1e-5, description="LayerNorm epsilon.")
 
     @property
     def num_patches(self) -> int:

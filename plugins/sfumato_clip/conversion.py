@@ -144,44 +144,27 @@ def sfumato_to_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 # -- configs ----------------------------------------------------------------------------------
 
-_ACTIVATIONS = ("quick_gelu", "gelu")
+# sfumato config field -> transformers config field, per tower.
+_TOWER_FIELDS = {"width": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
+                 "mlp_width": "intermediate_size", "activation": "hidden_act", "norm_eps": "layer_norm_eps"}
+_TEXT_FIELDS = {**_TOWER_FIELDS, "vocab_size": "vocab_size", "context_length": "max_position_embeddings",
+                "eos_token_id": "eos_token_id"}
+_VISION_FIELDS = {**_TOWER_FIELDS, "image_size": "image_size", "patch_size": "patch_size"}
 
 
-def _activation(name: str) -> str:
-    if name not in _ACTIVATIONS:
-        raise WeightsError(f"hidden_act {name!r} is not supported; sfumato's CLIP has {_ACTIVATIONS}")
-    return name
+def _tower_from_hf(hf: Mapping[str, Any], cls: type, fields: Mapping[str, str]) -> Any:
+    values = {ours: hf[theirs] for ours, theirs in fields.items() if theirs in hf}
+    if values.get("activation", "quick_gelu") not in ("quick_gelu", "gelu"):
+        raise WeightsError(f"hidden_act {values['activation']!r} is not supported; use quick_gelu or gelu")
+    if fields is _TEXT_FIELDS and values.get("eos_token_id", 2) == 2:
+        # transformers' legacy marker for "pool at the argmax id": CLIP vocabularies put the end
+        # token last, so that is the first occurrence of the last id.
+        values["eos_token_id"] = values.get("vocab_size", 49408) - 1
+    return cls(**values)
 
 
-def _text_from_hf(c: Mapping[str, Any]) -> TextConfig:
-    vocab = c.get("vocab_size", 49408)
-    eos = c.get("eos_token_id", 2)
-    # eos_token_id 2 is transformers' legacy marker for "pool at the argmax id": CLIP vocabularies
-    # put end-of-text last, so that is the first occurrence of the last id.
-    return TextConfig(
-        vocab_size=vocab,
-        context_length=c.get("max_position_embeddings", 77),
-        width=c.get("hidden_size", 512),
-        layers=c.get("num_hidden_layers", 12),
-        heads=c.get("num_attention_heads", 8),
-        mlp_width=c.get("intermediate_size", 2048),
-        activation=_activation(c.get("hidden_act", "quick_gelu")),
-        eos_token_id=vocab - 1 if eos == 2 else eos,
-        norm_eps=c.get("layer_norm_eps", 1e-5),
-    )
-
-
-def _vision_from_hf(c: Mapping[str, Any]) -> VisionConfig:
-    return VisionConfig(
-        image_size=c.get("image_size", 224),
-        patch_size=c.get("patch_size", 32),
-        width=c.get("hidden_size", 768),
-        layers=c.get("num_hidden_layers", 12),
-        heads=c.get("num_attention_heads", 12),
-        mlp_width=c.get("intermediate_size", 3072),
-        activation=_activation(c.get("hidden_act", "quick_gelu")),
-        norm_eps=c.get("layer_norm_eps", 1e-5),
-    )
+def _tower_to_hf(config: Any, fields: Mapping[str, str], model_type: str) -> dict[str, Any]:
+    return {"model_type": model_type, **{theirs: getattr(config, ours) for ours, theirs in fields.items()}}
 
 
 def config_from_hf(hf: Mapping[str, Any], embed_dim: int | None) -> CLIPConfig:
@@ -190,15 +173,15 @@ def config_from_hf(hf: Mapping[str, Any], embed_dim: int | None) -> CLIPConfig:
     as the weights hold them (None for a bare ``CLIPTextModel``, which has none)."""
     model_type = hf.get("model_type", "clip")
     if model_type == "clip_text_model":
-        return CLIPConfig(embed_dim=embed_dim, text=_text_from_hf(hf))
+        return CLIPConfig(embed_dim=embed_dim, text=_tower_from_hf(hf, TextConfig, _TEXT_FIELDS))
     if model_type == "clip_vision_model":
-        return CLIPConfig(embed_dim=embed_dim, vision=_vision_from_hf(hf))
+        return CLIPConfig(embed_dim=embed_dim, vision=_tower_from_hf(hf, VisionConfig, _VISION_FIELDS))
     if model_type != "clip":
         raise WeightsError(f"config.json has model_type {model_type!r}; expected a CLIP model")
     return CLIPConfig(
         embed_dim=embed_dim,
-        text=_text_from_hf(hf.get("text_config") or {}),
-        vision=_vision_from_hf(hf.get("vision_config") or {}),
+        text=_tower_from_hf(hf.get("text_config") or {}, TextConfig, _TEXT_FIELDS),
+        vision=_tower_from_hf(hf.get("vision_config") or {}, VisionConfig, _VISION_FIELDS),
         logit_scale_init=hf.get("logit_scale_init_value", 2.6592),
     )
 
@@ -207,24 +190,15 @@ def config_to_hf(config: CLIPConfig) -> dict[str, Any]:
     """A transformers ``CLIPModel`` ``config.json`` for ``config``."""
     if config.embed_dim is None:
         raise WeightsError("a transformers CLIPModel needs projections; this config has embed_dim = None")
-    t, v = config.text, config.vision
+    text = _tower_to_hf(config.text, _TEXT_FIELDS, "clip_text_model")
+    text.update(bos_token_id=config.text.eos_token_id - 1, pad_token_id=1, projection_dim=config.embed_dim)
+    vision = _tower_to_hf(config.vision, _VISION_FIELDS, "clip_vision_model")
+    vision.update(num_channels=3, projection_dim=config.embed_dim)
     return {
         "architectures": ["CLIPModel"],
         "model_type": "clip",
         "projection_dim": config.embed_dim,
         "logit_scale_init_value": config.logit_scale_init,
-        "text_config": {
-            "model_type": "clip_text_model", "vocab_size": t.vocab_size,
-            "max_position_embeddings": t.context_length, "hidden_size": t.width,
-            "num_hidden_layers": t.layers, "num_attention_heads": t.heads,
-            "intermediate_size": t.mlp_width, "hidden_act": t.activation,
-            "layer_norm_eps": t.norm_eps, "eos_token_id": t.eos_token_id,
-            "bos_token_id": t.eos_token_id - 1, "pad_token_id": 1, "projection_dim": config.embed_dim,
-        },
-        "vision_config": {
-            "model_type": "clip_vision_model", "image_size": v.image_size, "patch_size": v.patch_size,
-            "hidden_size": v.width, "num_hidden_layers": v.layers, "num_attention_heads": v.heads,
-            "intermediate_size": v.mlp_width, "hidden_act": v.activation, "layer_norm_eps": v.norm_eps,
-            "num_channels": 3, "projection_dim": config.embed_dim,
-        },
+        "text_config": text,
+        "vision_config": vision,
     }

@@ -62,6 +62,20 @@ def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def build_tower(spec: CLIPTowerSpec, tower: Literal["text", "vision"]) -> tuple[torch.nn.Module, CLIPConfig]:
+    """Build one tower from a spec's ``weights`` and ``architecture`` and write the resolved
+    architecture back into the spec (so saved files record it)."""
+    state, config = resolve_checkpoint(spec.weights, spec.architecture)
+    spec.architecture = config
+    module = (TextTransformer(config.text, config.embed_dim) if tower == "text"
+              else VisionTransformer(config.vision, config.embed_dim))
+    if state is not None:
+        weights = tower_state(state, tower, spec.weights)
+        prefix = len(tower) + 1
+        sfumato.load_into(module, {k[prefix:]: v for k, v in weights.items()}, source=str(spec.weights))
+    return module, config
+
+
 def resolve_tokenizer_name(tokenizer: str | None, weights: str | None) -> str:
     """The tokenizer a text spec means: explicit, else ``tokenizer.json`` beside the weights."""
     if tokenizer is not None:
@@ -85,11 +99,7 @@ class CLIPTextEncoder(sfumato.Encoder):
 
     def __init__(self, spec: CLIPTextSpec):
         super().__init__()
-        state, config = resolve_checkpoint(spec.weights, spec.architecture)
-        spec.architecture = config
-        self.text = TextTransformer(config.text, config.embed_dim)
-        if state is not None:
-            sfumato.load_into(self, tower_state(state, "text", spec.weights), source=str(spec.weights))
+        self.text, config = build_tower(spec, "text")
         self.layer = -2 if spec.layer == "penultimate" else -1
         self.tokenizer = TextTokenizer.load(
             resolve_tokenizer_name(spec.tokenizer, spec.weights), config.text.context_length
@@ -124,11 +134,7 @@ class CLIPImageEncoder(sfumato.Encoder):
 
     def __init__(self, spec: CLIPImageSpec):
         super().__init__()
-        state, config = resolve_checkpoint(spec.weights, spec.architecture)
-        spec.architecture = config
-        self.vision = VisionTransformer(config.vision, config.embed_dim)
-        if state is not None:
-            sfumato.load_into(self, tower_state(state, "vision", spec.weights), source=str(spec.weights))
+        self.vision, _ = build_tower(spec, "vision")
 
     @property
     def embed_dim(self) -> int:

@@ -78,6 +78,8 @@ class TextTokenizer:
 
     def __init__(self, backend: Tokenizer, context_length: int = 77):
         self.backend = backend
+        backend.no_truncation()  # a Hugging Face tokenizer.json may carry its own settings;
+        backend.no_padding()  # truncation and padding happen in __call__
         self.context_length = context_length
         ids = [backend.token_to_id(t) for t in (START, END)]
         if None in ids:

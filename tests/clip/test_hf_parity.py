@@ -145,3 +145,22 @@ def test_key_maps_are_inverse(tiny_config):
 def test_unknown_keys_are_listed():
     with pytest.raises(sfumato.WeightsError, match="text_model.encoder.layers.0.adapter.weight"):
         hf_to_sfumato({"text_model.encoder.layers.0.adapter.weight": torch.zeros(1)})
+
+
+@pytest.mark.slow
+def test_full_size_vit_b32_matches_transformers(random_ids, tmp_path):
+    """OpenAI ViT-B/32's architecture (random weights), loaded from a transformers folder."""
+    from sfumato_clip.conversion import config_to_hf
+    from sfumato_clip import resolve_config
+
+    hf_config = config_to_hf(resolve_config("ViT-B/32"))
+    torch.manual_seed(0)
+    hf = transformers.CLIPModel(transformers.CLIPConfig(**hf_config)).eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_clip(tmp_path).eval()
+    assert ours.config.text == resolve_config("ViT-B/32").text
+    ids, pixels = random_ids(vocab=49408), torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, pixel_values=pixels)
+        logits = ours(pixels, ids)
+    assert _max_err(logits, ref.logits_per_image) < 1e-3
