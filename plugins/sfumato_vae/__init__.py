@@ -10,13 +10,14 @@ from __future__ import annotations
 import sfumato
 
 from .autoencoder_kl import AutoencoderKL, Reconstruction, sd1_spec, strip_ldm_prefix, vae_state_dict_from_ldm
+from .formats import SD1_CONFIG
 from .identity import IdentityAutoencoder
 from .posterior import DiagonalGaussian
 
 SFUMATO_PLUGIN_API = 1
 
 __all__ = [
-    "AutoencoderKL", "DiagonalGaussian", "IdentityAutoencoder", "Reconstruction", "sd1_spec",
+    "SD1_CONFIG", "AutoencoderKL", "DiagonalGaussian", "IdentityAutoencoder", "Reconstruction", "sd1_spec",
     "strip_ldm_prefix", "vae_state_dict_from_ldm",
 ]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import sfumato
-from sfumato_vae import AutoencoderKL, sd1_spec, vae_state_dict_from_ldm
+from sfumato_vae import SD1_CONFIG, AutoencoderKL, sd1_spec, vae_state_dict_from_ldm
 
 SMALL = dict(block_out_channels=[8, 16, 32], layers_per_block=2, norm_num_groups=4, latent_channels=4)
 
@@ -153,6 +153,14 @@ def test_full_size_sd15_vae_loads_with_no_missing_or_unexpected_key(tmp_path):
     model = AutoencoderKL.from_ldm(path)  # the shipped SD 1.x config
     assert sum(p.numel() for p in model.parameters()) == 83_653_863
     assert len(vae_state_dict_from_ldm(state)) == len(state) == 248
+    from diffusers import AutoencoderKL as DiffusersAutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    config = json.loads(SD1_CONFIG.read_text())
+    reference = DiffusersAutoencoderKL.from_config(config).eval()
+    reference.load_state_dict(convert_ldm_vae_checkpoint(state, reference.config), strict=True)
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        images = model.decode(torch.randn(1, 4, 8, 8))
-    assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
+        images = model.eval().decode_unscaled(z)
+        assert images.shape == (1, 3, 64, 64)
+        assert (images - reference.decode(z).sample).abs().max() < 1e-4
