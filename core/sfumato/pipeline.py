@@ -10,7 +10,7 @@ from torch import nn
 
 from .component import Component
 from .errors import SpecError
-from .interfaces import Guidance, Task
+from .interfaces import Denoiser, Guidance, Task
 from .noise_schedule import NoiseSchedule
 from .registry import Registry, get_registry
 from .specs import COMPONENT_TABLES, PipelineSpecBase, load_spec
@@ -58,6 +58,12 @@ class Pipeline:
             module = module.to(memory_format=torch.channels_last)
         if hasattr(module, "set_attention_backend"):
             module.set_attention_backend(runtime.attention)
+        if runtime.vae_tiling and hasattr(module, "enable_tiling"):
+            module.enable_tiling()
+        if runtime.vae_slicing and hasattr(module, "enable_slicing"):
+            module.enable_slicing()
+        if runtime.compile and isinstance(module, Denoiser):
+            module.forward = torch.compile(module.forward)
         return module
 
     @classmethod
