@@ -17,6 +17,7 @@ so a plugin cannot corrupt the registry, and a plugin that raises is named and s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import pluggy
@@ -45,6 +46,19 @@ def register_models(register: Callable[..., None]) -> None:
     Call ``register(name, spec_path, description="...")`` where ``spec_path`` is a pipeline spec
     file (weights paths inside it are relative to the file). Names follow the same namespacing
     rule as component types.
+    """
+
+
+@hookspec(firstresult=True)
+def spec_from_checkpoint(path: Path) -> dict[str, Any] | None:
+    """Describe a foreign checkpoint as a sfumato spec, so ``load_pipeline(path)`` can load it.
+
+    ``path`` is a file or folder that is not a sfumato spec file: a diffusers pipeline folder
+    (``model_index.json``), a Stable Diffusion single-file checkpoint, ... Return a spec dict
+    (the same structure as a spec file, with absolute ``weights`` paths that the components'
+    loaders understand) when this plugin recognises the format, or None to let other plugins try.
+    The first non-None answer wins. Raise ``sfumato.SpecError`` for a recognised but broken
+    checkpoint, naming what is wrong.
     """
 
 

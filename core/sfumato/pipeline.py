@@ -85,6 +85,13 @@ class Pipeline:
             spec = registry.models[spec].spec_path
         if isinstance(spec, (str, Path)):
             source = str(spec)
+            path = Path(spec)
+            if path.is_dir() or (path.is_file() and path.suffix not in (".toml", ".json")):
+                converted = registry.spec_from_checkpoint(path)
+                if converted is None:
+                    raise SpecError(f"{path}: not a spec file, and no plugin recognises it as a checkpoint "
+                                    "(diffusers folders and SD 1.x single files need the first-party plugins)")
+                spec = converted
         return cls(load_spec(spec, registry, overrides), registry, source=source)
 
     def component(self, table: str) -> Any:

@@ -346,6 +346,10 @@ class Registry:
                 if info is not None:
                     info.status, info.error = "failed", f"in register_commands: {_describe(exc)}"
 
+    def spec_from_checkpoint(self, path: Path) -> dict[str, Any] | None:
+        """Ask the plugins to describe a foreign checkpoint (file or folder) as a spec dict."""
+        return self.pm.hook.spec_from_checkpoint(path=Path(path))
+
     @staticmethod
     def _check_kind(kind: str) -> str:
         if kind not in KINDS:
