@@ -93,9 +93,13 @@ class NoiseSchedule:
         # sigma_t = sqrt((1 - a_t) / a_t): the noise level in the k-diffusion parameterisation.
         # A zero-terminal-SNR schedule has a_{T-1} = 0, an infinite sigma no sigma-space sampler
         # can start from; like diffusers' EulerDiscreteScheduler, the sigma table uses 2^-24 there.
-        finite = self.alphas_cumprod.clone()
+        # alpha_bar(t) uses the same capped value, so that a model called at the last timestep
+        # is converted at the noise level a sampler actually gave it (the cap moves the SNR from
+        # 0 to 3.6e-15); the ``alphas_cumprod`` table itself stays exact.
+        self.finite_alphas_cumprod = self.alphas_cumprod.clone()
         if self.spec.zero_terminal_snr:
-            finite[-1] = 2.0**-24
+            self.finite_alphas_cumprod[-1] = 2.0**-24
+        finite = self.finite_alphas_cumprod
         self.sigmas = ((1 - finite) / finite) ** 0.5  # (T,)
         self.log_sigmas = self.sigmas.log()
 
@@ -116,7 +120,7 @@ class NoiseSchedule:
     def alpha_bar(self, t: Tensor) -> Tensor:
         """``alphas_cumprod`` at (possibly fractional) timesteps ``t``; same shape as ``t``."""
         t = torch.as_tensor(t)
-        table = self.alphas_cumprod.to(t.device)
+        table = self.finite_alphas_cumprod.to(t.device)
         low = t.floor().clamp(0, self.num_timesteps - 1)
         weight = (t - low).to(torch.float32)
         low = low.long()

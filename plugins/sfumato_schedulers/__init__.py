@@ -18,6 +18,7 @@ from .heun import Heun
 SFUMATO_PLUGIN_API = 1
 
 SCHEDULERS = (DDPM, DDIM, Euler, EulerAncestral, Heun, DPMSolverPlusPlus2M)
+SCHEDULERS_BY_TYPE = {scheduler.type_name(): scheduler for scheduler in SCHEDULERS}
 
 
 @sfumato.hookimpl
