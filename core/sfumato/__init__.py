@@ -38,6 +38,9 @@ from .prediction import Prediction
 from .sampling import StepCallback, StepEvent, randn, run_sampler
 from .registry import PluginInfo, Registry, get_registry, set_registry
 from .runtime import RuntimeSpec, resolve_device
+from .training import (
+    Recipe, SampleContext, StepContext, TrainCallback, TrainingTask, TrainResult, TrainSetup, TrainSpec, train,
+)
 from .weights import (
     atomic_write,
     check_state_dict,
@@ -80,4 +83,6 @@ __all__ = [
     "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata", "read_component_spec", "save_component",
     "save_weights", "plugins", "build", "load_pipeline", "GenerationResult", "from_pil", "generate",
     "to_pil", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
+    "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
+    "TrainSpec", "train",
 ]

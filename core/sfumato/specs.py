@@ -22,6 +22,7 @@ from .component import Component, ComponentSpec
 from .errors import SpecError
 from .noise_schedule import DiffusionSpec
 from .runtime import RuntimeSpec
+from .training.spec import TrainSpec
 
 #: Component tables of a pipeline spec and the kind each one holds.
 COMPONENT_TABLES: dict[str, str] = {
@@ -35,7 +36,7 @@ COMPONENT_TABLES: dict[str, str] = {
     "dataset": "dataset",
 }
 LIST_TABLES: dict[str, str] = {"guidance": "guidance"}
-PLAIN_TABLES: dict[str, type[BaseModel]] = {"runtime": RuntimeSpec, "diffusion": DiffusionSpec}
+PLAIN_TABLES: dict[str, type[BaseModel]] = {"runtime": RuntimeSpec, "diffusion": DiffusionSpec, "train": TrainSpec}
 
 
 class PipelineSpecBase(BaseModel):
@@ -198,6 +199,7 @@ def pipeline_spec_model(registry: Any) -> type[PipelineSpecBase]:
     fields: dict[str, Any] = {
         "runtime": (RuntimeSpec, Field(default_factory=RuntimeSpec)),
         "diffusion": (Optional[DiffusionSpec], None),
+        "train": (Optional[TrainSpec], None),
     }
     for table, kind in COMPONENT_TABLES.items():
         union = component_union(registry, kind)

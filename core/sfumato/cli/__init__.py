@@ -9,7 +9,7 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import SfumatoError
 from ..registry import Registry, set_registry
-from . import generate_command, plugin_commands, spec_commands
+from . import generate_command, plugin_commands, spec_commands, train_command
 
 
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     generate_command.add(sub)
     plugin_commands.add(sub)
     spec_commands.add(sub)
+    train_command.add(sub)
     registry.commands(sub)
     return parser
 

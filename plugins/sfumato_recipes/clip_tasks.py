@@ -1,0 +1,146 @@
+"""``train-clip`` (from scratch) and ``train-clip-finetune`` (new projection heads on pretrained towers)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import sfumato
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from .contrastive import ProjectionHead, Temperature, info_nce
+from .batches import require_field
+
+
+class CLIPRecipe(sfumato.Recipe):
+    """Symmetric InfoNCE between the pooled embeddings of matching images and captions."""
+
+    def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, temperature: Temperature):
+        super().__init__({"text_encoder": text_encoder, "image_encoder": image_encoder, "temperature": temperature})
+        self.text_encoder, self.image_encoder, self.temperature = text_encoder, image_encoder, temperature
+
+    def loss(self, batch: dict[str, Any], ctx: sfumato.StepContext):
+        captions = require_field(batch, "caption", "train-clip")
+        image_embeds = self.image_encoder.encode(batch["image"]).pooled  # (B, E)
+        text_embeds = self.text_encoder.encode(captions).pooled  # (B, E)
+        loss, accuracy = info_nce(image_embeds, text_embeds, self.temperature())
+        return loss, {"accuracy": accuracy, "logit_scale": self.temperature().detach()}
+
+
+class TrainCLIP(sfumato.TrainingTask):
+    """CLIP from scratch: both ``[text_encoder]`` and ``[image_encoder]`` train, with a learnable
+    temperature (saved as ``temperature.safetensors``), on a dataset with captions."""
+
+    required = ("dataset", "text_encoder", "image_encoder")
+
+    class Spec(sfumato.ComponentSpec):
+        type: Literal["train-clip"] = "train-clip"
+        logit_scale_init: float = Field(math.log(1 / 0.07), description="Initial log logit scale (temperature 0.07).")
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+
+    def train_defaults(self) -> dict[str, Any]:
+        return {"lr": 5e-4, "weight_decay": 0.2, "betas": (0.9, 0.98), "eps": 1e-6, "warmup_steps": 100,
+                "lr_schedule": "cosine"}
+
+    def recipe(self, setup: sfumato.TrainSetup) -> CLIPRecipe:
+        return CLIPRecipe(setup.build("text_encoder"), setup.build("image_encoder"), Temperature(self.spec.logit_scale_init))
+
+
+class FinetuneHeads(nn.Module):
+    """The modules fine-tuning adds: a projection head per tower and a learnable temperature."""
+
+    def __init__(self, text_dim: int, image_dim: int, projection_dim: int, dropout: float):
+        super().__init__()
+        self.text_head = ProjectionHead(text_dim, projection_dim, dropout)
+        self.image_head = ProjectionHead(image_dim, projection_dim, dropout)
+        self.temperature = Temperature()
+
+
+class CLIPFinetuneRecipe(sfumato.Recipe):
+    """Pooled tower outputs through new heads; label-prompt cross-entropy or caption InfoNCE."""
+
+    def __init__(self, spec: Any, text_encoder: nn.Module, image_encoder: nn.Module, label_names: list[str] | None):
+        self.spec = spec
+        self.text_encoder, self.image_encoder = text_encoder, image_encoder
+        self.heads = FinetuneHeads(text_encoder.embed_dim, image_encoder.embed_dim, spec.projection_dim, spec.dropout)
+        trainable: dict[str, nn.Module] = {"heads": self.heads}
+        frozen: dict[str, nn.Module] = {}
+        for name, module, train in (("text_encoder", text_encoder, spec.train_text),
+                                    ("image_encoder", image_encoder, spec.train_image)):
+            (trainable if train else frozen)[name] = module
+        super().__init__(trainable, frozen)
+        self.prompts = [spec.label_template.format(name) for name in label_names or []]
+
+    def encode_text(self, texts: list[str]) -> Tensor:
+        with torch.set_grad_enabled(self.spec.train_text and torch.is_grad_enabled()):
+            pooled = self.text_encoder.encode(texts).pooled
+        return self.heads.text_head(pooled)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        with torch.set_grad_enabled(self.spec.train_image and torch.is_grad_enabled()):
+            pooled = self.image_encoder.encode(images).pooled
+        return self.heads.image_head(pooled)
+
+    def loss(self, batch: dict[str, Any], ctx: sfumato.StepContext):
+        image_embeds = self.encode_image(batch["image"])  # (B, P)
+        if self.spec.objective == "captions":
+            loss, accuracy = info_nce(image_embeds, self.encode_text(require_field(batch, "caption", self.spec.type)),
+                                      self.heads.temperature())
+            return loss, {"accuracy": accuracy}
+        labels = require_field(batch, "label", self.spec.type)
+        label_embeds = F.normalize(self.encode_text(self.prompts).float(), dim=-1)  # (C, P)
+        logits = self.heads.temperature() * F.normalize(image_embeds.float(), dim=-1) @ label_embeds.T  # (B, C)
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"accuracy": (logits.argmax(dim=1) == labels).float().mean()}
+
+
+class TrainCLIPFinetune(sfumato.TrainingTask):
+    """Fine-tune pretrained ``[text_encoder]`` / ``[image_encoder]`` towers through added projection
+    heads (saved as ``heads.safetensors``; a trained tower is saved under its table name).
+
+    ``objective = "labels"``: each image is scored against every class's prompt
+    (``label_template``), cross-entropy on the label (CIFAR-10; 5 epochs of batch 16 by default).
+    ``objective = "captions"``: InfoNCE on image-caption pairs (Flickr8k; 30 epochs by default).
+    Weights are saved after every epoch (``out/epoch-N/``).
+    """
+
+    required = ("dataset", "text_encoder", "image_encoder")
+
+    class Spec(sfumato.ComponentSpec):
+        type: Literal["train-clip-finetune"] = "train-clip-finetune"
+        objective: Literal["labels", "captions"] = Field(
+            "labels", description="labels: cross-entropy over label prompts; captions: contrastive on captions."
+        )
+        projection_dim: int = Field(256, ge=1, description="Width of the new joint embedding space.")
+        dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the projection heads.")
+        train_text: bool = Field(False, description="Also fine-tune the text tower (False: frozen).")
+        train_image: bool = Field(False, description="Also fine-tune the image tower (False: frozen).")
+        label_template: str = Field("a photo of a {}", description="Prompt of a class; {} is the class name.")
+        labels: list[str] | None = Field(
+            None, description="Class names, in label order. None: the dataset's label_names (CIFAR-10 has them)."
+        )
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+
+    def train_defaults(self) -> dict[str, Any]:
+        towers_train = self.spec.train_text or self.spec.train_image
+        return {"epochs": 5 if self.spec.objective == "labels" else 30, "batch_size": 16, "save_every_epoch": True,
+                "lr": 1e-5 if towers_train else 1e-3}
+
+    def recipe(self, setup: sfumato.TrainSetup) -> CLIPFinetuneRecipe:
+        label_names = None
+        if self.spec.objective == "labels":
+            label_names = (self.spec.labels or getattr(setup.dataset, "label_names", None)
+                           or getattr(setup.dataset, "class_names", None))
+            if not label_names:
+                raise sfumato.SpecError(
+                    f"[task] objective = 'labels': [dataset] type {setup.spec.dataset.type!r} has no label names; "
+                    "list them in [task] labels = [...]"
+                )
+        return CLIPFinetuneRecipe(self.spec, setup.build("text_encoder"), setup.build("image_encoder"), list(label_names or []))
