@@ -75,15 +75,16 @@ def mixture_batch(means: Tensor, batch: int, generator: torch.Generator, spread:
     return means[labels] + spread * torch.randn(batch, *means.shape[1:], generator=generator), labels
 
 
-def train_noise_classifier(means: Tensor, schedule: sfumato.NoiseSchedule, steps: int = 200, seed: int = 0):
+def train_noise_classifier(means: Tensor, schedule: sfumato.NoiseSchedule, steps: int = 100, seed: int = 0,
+                           batch: int = 32):
     """A ``noise-classifier`` trained with cross-entropy on ``x_t`` of the mixture at uniform t."""
     torch.manual_seed(seed)
-    classifier = sfumato.build("classifier", {"type": "noise-classifier", "num_classes": 2, "channels": [16, 32]})
+    classifier = sfumato.build("classifier", {"type": "noise-classifier", "num_classes": 2, "channels": [8, 16]})
     optimiser = torch.optim.Adam(classifier.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        x0, labels = mixture_batch(means, 64, g)
-        t = torch.randint(0, schedule.num_timesteps, (64,), generator=g).float()
+        x0, labels = mixture_batch(means, batch, g)
+        t = torch.randint(0, schedule.num_timesteps, (batch,), generator=g).float()
         x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=g), t)
         loss = F.cross_entropy(classifier(x_t, t), labels)
         optimiser.zero_grad()
@@ -152,15 +153,17 @@ def sample(
     *,
     components: dict | None = None,
     prompts: list[str] | None = None,
+    labels: Tensor | None = None,
     steps: int = 4,
     seed: int = 0,
 ) -> Tensor:
     """What ``sfumato.generate`` does between the conditioning and the decoder: wrap the guidance
-    in order around the bound predictor and run the scheduler from seeded noise."""
+    in order around the bound predictor and run the scheduler from seeded noise. ``labels`` are
+    the run's labels in the guidance context (default: the conditioning's)."""
     scheduler = sfumato.build("scheduler", {"type": scheduler} if isinstance(scheduler, str) else scheduler)
     generator = torch.Generator("cpu").manual_seed(seed)
     context = sfumato.GuidanceContext(schedule=schedule, components=components or {}, prompts=prompts,
-                                      labels=cond.labels, generator=generator)
+                                      labels=cond.labels if labels is None else labels, generator=generator)
     predictor = sfumato.bind_predictor(denoiser, schedule)
     for method in guidance:
         predictor = method.wrap(predictor, context)
