@@ -185,6 +185,9 @@ class Scheduler(Component, ABC):
     #: How many times ``step`` calls the model (Heun: 2).
     model_calls_per_step: ClassVar[int] = 1
 
+    def __init__(self, spec: Any):
+        self.spec = spec
+
     @abstractmethod
     def plan(self, schedule: NoiseSchedule, steps: int | None = None, strength: float = 1.0) -> SamplingPlan:
         """Choose the timesteps for ``steps`` steps (default: the spec's). ``strength < 1`` keeps
@@ -241,6 +244,9 @@ class Guidance(Component, ABC):
 
     kind: ClassVar[str] = "guidance"
 
+    def __init__(self, spec: Any):
+        self.spec = spec
+
     @abstractmethod
     def wrap(self, predictor: Predictor, context: GuidanceContext) -> Predictor:
         """Return a predictor with the same signature that applies this guidance."""
@@ -289,6 +295,9 @@ class Task(Component, ABC):
 
     kind: ClassVar[str] = "task"
     required: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, spec: Any):
+        self.spec = spec
 
     @abstractmethod
     def run(self, pipeline: Pipeline, *args: Any, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
 import torch
 
 import sfumato
@@ -31,6 +32,12 @@ ACME = tutorial_module()
 class TestTutorialKarrasEuler(SchedulerConformance):
     spec = {"type": "acme.karras-euler", "steps": 8}
     plugin = ACME
+
+    @pytest.fixture(autouse=True)
+    def _importable(self, monkeypatch):
+        # torch.compile resolves the step's globals through sys.modules; keep the module there
+        # even if another test in this process replaced or dropped it.
+        monkeypatch.setitem(sys.modules, ACME.__name__, ACME)
 
 
 def test_tutorial_registers_through_a_fresh_registry():
