@@ -71,3 +71,15 @@ def register_commands(cli: Any) -> None:
     ``parser.set_defaults(handler=function)``; the handler receives the parsed ``argparse``
     namespace and returns an exit code (or None for 0).
     """
+
+
+@hookspec
+def register_eval_commands(cli: Any) -> None:
+    """Add evaluations to ``sfumato eval`` (``sfumato eval geneval``, ``sfumato eval zero-shot``).
+
+    ``cli`` is the ``argparse`` sub-parsers object of the ``sfumato eval`` parser; the contract is
+    the same as ``register_commands``: ``parser = cli.add_parser(name, help=...)``, then
+    ``parser.set_defaults(handler=function)``. An evaluation should print a table, write its
+    figures as JSON when given ``--out``, and return 0.
+    """
+

@@ -336,15 +336,16 @@ class Registry:
             raise SpecError(f"unknown model {name!r}; valid choices: {choices}")
         return self.models[name]
 
-    def commands(self, subparsers: Any) -> None:
-        """Let every plugin add CLI sub-commands; a plugin that raises is reported, not fatal."""
-        for impl in self.pm.hook.register_commands.get_hookimpls():
+    def commands(self, subparsers: Any, hook: str = "register_commands") -> None:
+        """Let every plugin add CLI sub-commands through ``hook``; a plugin that raises is
+        reported as failed, not fatal."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
                 impl.function(cli=subparsers)
             except Exception as exc:
                 info = self._plugins.get(impl.plugin_name)
                 if info is not None:
-                    info.status, info.error = "failed", f"in register_commands: {_describe(exc)}"
+                    info.status, info.error = "failed", f"in {hook}: {_describe(exc)}"
 
     def spec_from_checkpoint(self, path: Path) -> dict[str, Any] | None:
         """Ask the plugins to describe a foreign checkpoint (file or folder) as a spec dict."""

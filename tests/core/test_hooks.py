@@ -39,7 +39,13 @@ def make_plugin(tmp_path) -> types.ModuleType:
         parser.add_argument("name")
         parser.set_defaults(handler=lambda args: print(f"hello {args.name}") or 3)
 
+    @sfumato.hookimpl
+    def register_eval_commands(cli):
+        parser = cli.add_parser("acme-score", help="score something")
+        parser.set_defaults(handler=lambda args: print("score 0.5") or 0)
+
     module.register_models, module.register_commands = register_models, register_commands
+    module.register_eval_commands = register_eval_commands
     return module
 
 
@@ -68,6 +74,14 @@ def test_register_commands_adds_a_cli_subcommand(tmp_path, capsys):
     args = parser.parse_args(["acme-hello", "world"])
     assert args.handler(args) == 3
     assert capsys.readouterr().out == "hello world\n"
+
+
+def test_register_eval_commands_adds_an_evaluation(tmp_path, capsys):
+    registry = sfumato.Registry(first_party=False, entry_points=False, local=None)
+    registry.add_plugin("acme", make_plugin(tmp_path), "local")
+    args = build_parser(registry).parse_args(["eval", "acme-score"])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out == "score 0.5\n"
 
 
 def test_a_failing_register_commands_does_not_break_the_cli(tmp_path, monkeypatch, capsys):

@@ -24,6 +24,10 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     spec_commands.add(sub)
     train_command.add(sub)
     registry.commands(sub)
+    evaluate = sub.add_parser("eval", help="evaluations registered by plugins (geneval, zero-shot, ...)")
+    evaluations = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION")
+    evaluate.set_defaults(handler=lambda args: evaluate.print_help())
+    registry.commands(evaluations, hook="register_eval_commands")
     return parser
 
 
