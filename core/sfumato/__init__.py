@@ -33,6 +33,7 @@ from .interfaces import (
 )
 from .noise_schedule import DiffusionSpec, NoiseSchedule
 from .generation import GenerationResult, from_pil, generate, to_pil
+from .outputs import image_grid
 from .pipeline import Pipeline
 from .prediction import Prediction
 from .sampling import StepCallback, StepEvent, randn, run_sampler
@@ -82,7 +83,7 @@ __all__ = [
     "Registry", "get_registry", "set_registry", "RuntimeSpec", "resolve_device", "atomic_write",
     "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata", "read_component_spec", "save_component",
     "save_weights", "plugins", "build", "load_pipeline", "GenerationResult", "from_pil", "generate",
-    "to_pil", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
+    "to_pil", "image_grid", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
     "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
     "TrainSpec", "train",
 ]
