@@ -93,3 +93,12 @@ class TestNoiseClassifier(ModuleConformance):
     def test_norm_groups_must_divide_channels(self):
         with pytest.raises(pydantic.ValidationError, match="norm_groups 8 must divide every width in channels, not \\[12\\]"):
             self.component_cls().Spec.model_validate({"type": "noise-classifier", "channels": [12]})
+
+    def test_saved_file_records_kind_and_architecture(self, tmp_path):
+        classifier = self.build()
+        path = sfumato.save_component(classifier, tmp_path / "classifier.safetensors")
+        assert sfumato.read_metadata(path)["sfumato.kind"] == "classifier"
+        recorded = sfumato.read_component_spec(path)
+        assert recorded["channels"] == [8, 16, 16] and recorded["num_classes"] == 3 and "weights" not in recorded
+        loaded = sfumato.build("classifier", {**recorded, "weights": str(path)})
+        assert torch.equal(loaded.head.weight, classifier.head.weight)

@@ -146,7 +146,7 @@ def toy_schedule() -> sfumato.NoiseSchedule:
 def sample(
     denoiser: nn.Module,
     schedule: sfumato.NoiseSchedule,
-    scheduler: str | dict,
+    scheduler: str | dict | sfumato.Scheduler,
     guidance: list[sfumato.Guidance],
     cond: sfumato.Conditioning,
     shape: tuple[int, ...],
@@ -160,7 +160,8 @@ def sample(
     """What ``sfumato.generate`` does between the conditioning and the decoder: wrap the guidance
     in order around the bound predictor and run the scheduler from seeded noise. ``labels`` are
     the run's labels in the guidance context (default: the conditioning's)."""
-    scheduler = sfumato.build("scheduler", {"type": scheduler} if isinstance(scheduler, str) else scheduler)
+    if not isinstance(scheduler, sfumato.Scheduler):
+        scheduler = sfumato.build("scheduler", {"type": scheduler} if isinstance(scheduler, str) else scheduler)
     generator = torch.Generator("cpu").manual_seed(seed)
     context = sfumato.GuidanceContext(schedule=schedule, components=components or {}, prompts=prompts,
                                       labels=cond.labels if labels is None else labels, generator=generator)
