@@ -230,7 +230,6 @@ class Trainer:
                 sums, counted = {}, 0
                 if main:
                     log.write(record)
-                    plot_losses(log.read(), self.out / LOSS_PLOT, f"{self.spec.task.type} loss")
                     bar.set_postfix(loss=f"{record['loss']:.4g}")
                     for callback in self.callbacks:
                         callback.on_log(self.step, record)
@@ -242,12 +241,14 @@ class Trainer:
                 state = self.state_dict()
                 if main:
                     save_checkpoint(self.out, self.step, state, self.settings.keep_checkpoints)
+                    plot_losses(log.read(), self.out / LOSS_PLOT, f"{self.spec.task.type} loss")
             for callback in self.callbacks:
                 callback.on_step_end(self.step)
         bar.close()
         weights = self.save_weights(self.out)
         if main:
             self.write_trained_spec(weights)
+            plot_losses(log.read(), self.out / LOSS_PLOT, f"{self.spec.task.type} loss")
         for callback in self.callbacks:
             callback.on_end(self.out)
         barrier(self.context)

@@ -1,0 +1,90 @@
+"""Each recipe learns: a few steps on one fixed batch (the whole 8-image folder) lower its loss,
+and the trained weights come back through the spec the run writes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sfumato
+from sfumato_training_helpers import CLIP_IMAGE, CLIP_TEXT, UNET, VAE, losses, run, train_spec
+
+CLASSIFIER = {"type": "noise-classifier", "num_classes": 2, "channels": [16, 32], "norm_groups": 8}
+TEXT_UNET = {**UNET, "in_channels": 2, "out_channels": 2, "attention": [False, True], "cross_attention_dim": 64}
+
+RECIPES = {
+    "diffusion-class": ({"type": "train-diffusion", "conditioning": "class"},
+                        {"denoiser": {**UNET, "num_classes": 2, "null_class": True}, "diffusion": {"timesteps": 100}}),
+    "diffusion-latent-text-v-minsnr": (
+        {"type": "train-diffusion", "conditioning": "text", "min_snr_gamma": 5.0},
+        {"denoiser": TEXT_UNET, "autoencoder": VAE, "text_encoder": CLIP_TEXT,
+         "diffusion": {"timesteps": 100, "prediction": "v"}}),
+    "vae": ({"type": "train-vae", "kl_weight": 1e-4}, {"autoencoder": VAE}),
+    "classifier": ({"type": "train-classifier", "max_timestep": 50},
+                   {"classifier": CLASSIFIER, "diffusion": {"timesteps": 100}}),
+    "clip": ({"type": "train-clip"}, {"text_encoder": CLIP_TEXT, "image_encoder": CLIP_IMAGE,
+                                      "train": {"lr_schedule": "constant"}}),
+    "clip-finetune-labels": ({"type": "train-clip-finetune", "projection_dim": 32},
+                             {"text_encoder": CLIP_TEXT, "image_encoder": CLIP_IMAGE, "train": {"epochs": None}}),
+    "clip-finetune-captions": ({"type": "train-clip-finetune", "objective": "captions", "projection_dim": 32},
+                               {"text_encoder": CLIP_TEXT, "image_encoder": CLIP_IMAGE}),
+}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_overfits_a_fixed_batch(name, class_folder, tmp_path):
+    task, tables = RECIPES[name]
+    result = run(train_spec(task, class_folder, steps=8, **tables), tmp_path)
+    curve = losses(result)
+    assert len(curve) == 8 and all(math.isfinite(v) for v in curve)
+    start, end = sum(curve[:2]) / 2, sum(curve[-2:]) / 2
+    assert end < 0.85 * start, f"{name}: loss {curve}"
+    for path in result.weights.values():
+        assert path.is_file()
+
+
+def test_trained_spec_points_at_the_new_weights(class_folder, tmp_path):
+    task, tables = RECIPES["diffusion-class"]
+    result = run(train_spec(task, class_folder, steps=2, **tables), tmp_path)
+    spec = sfumato.load_pipeline(tmp_path / "trained.toml", overrides=["task.type=class-to-image",
+                                                                      "scheduler.type=ddim", "scheduler.steps=2"])
+    saved = sfumato.load_weights(result.weights["denoiser"])
+    for key, value in spec.denoiser.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    assert sfumato.read_component_spec(result.weights["denoiser"])["num_classes"] == 2
+    image = spec(labels=1, height=16, width=16, progress=False).images[0]
+    assert image.size == (16, 16)
+
+
+def test_finetune_defaults_are_five_epochs_of_sixteen_saved_each_epoch(class_folder):
+    task = sfumato.build("task", {"type": "train-clip-finetune"})
+    assert task.train_defaults() | {"lr": None} == {"epochs": 5, "batch_size": 16, "save_every_epoch": True, "lr": None}
+    captions = sfumato.build("task", {"type": "train-clip-finetune", "objective": "captions"})
+    assert captions.train_defaults()["epochs"] == 30
+
+
+def test_finetune_saves_heads_every_epoch_and_keeps_towers_frozen(class_folder, tmp_path):
+    task, tables = RECIPES["clip-finetune-labels"]
+    spec = train_spec(task, class_folder, steps=None, **{**tables, "train": {"epochs": 2, "steps": None}})
+    result = run(spec, tmp_path)
+    assert result.steps == 2  # 8 images, batch 8, two epochs
+    assert sorted(p.name for p in tmp_path.glob("epoch-*/*.safetensors")) == ["heads.safetensors"] * 2
+    assert set(result.weights) == {"heads"}  # frozen towers are not saved
+
+
+def test_class_dropout_needs_a_null_class(class_folder, tmp_path):
+    task, tables = RECIPES["diffusion-class"]
+    tables = {**tables, "denoiser": {**UNET, "num_classes": 2}}
+    with pytest.raises(sfumato.SpecError, match="null_class = true"):
+        run(train_spec(task, class_folder, **tables), tmp_path)
+
+
+def test_min_snr_weights_follow_the_parameterisation():
+    from sfumato_recipes.diffusion_task import min_snr_weight
+
+    snr = torch.tensor([0.0, 1.0, 5.0, 20.0])
+    assert torch.allclose(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 1.0, 0.25]))
+    assert torch.allclose(min_snr_weight(snr, 5.0, "v"), torch.tensor([0.0, 0.5, 5 / 6, 5 / 21]))
+    assert torch.allclose(min_snr_weight(snr, 5.0, "sample"), torch.tensor([0.0, 1.0, 5.0, 5.0]))
