@@ -107,13 +107,16 @@ class CLIPGuidance(sfumato.Guidance):
         seed = context.generator.initial_seed() if context.generator is not None else 0
         generator = torch.Generator("cpu").manual_seed(seed + CUTOUT_SEED_OFFSET)
         cut_size = getattr(image_encoder, "image_size", None)
-        cache: dict[str, Tensor] = {}
+        text_cache: dict[torch.device, Tensor] = {}
 
         def text_embeddings(device: torch.device) -> Tensor:
-            if "text" not in cache:
+            """The prompts' embeddings ``[P, E]``, computed once per run (nested towers are moved
+            to the sample's device on first use; the pipeline's are already there)."""
+            if device not in text_cache:
+                image_encoder.to(device)
                 with torch.no_grad():
-                    cache["text"] = text_encoder.to(device).encode(list(prompts)).pooled.float()  # (P, E)
-            return cache["text"]
+                    text_cache[device] = text_encoder.to(device).encode(list(prompts)).pooled.float()
+            return text_cache[device]
 
         def guided(x: Tensor, t: Tensor, cond: sfumato.Conditioning) -> sfumato.Prediction:
             fixed = None if spec.through_model else predictor(x, t, cond)
@@ -128,8 +131,8 @@ class CLIPGuidance(sfumato.Guidance):
                 images = autoencoder.decode(x0) if autoencoder is not None else x0  # (B, 3, H, W)
                 side = cut_size or min(images.shape[-2:])
                 cuts = random_cutouts(images, spec.cutouts, side, spec.cut_power, generator)
-                embeddings = image_encoder.to(x.device).encode(cuts).pooled.float()  # (cutouts * B, E)
                 targets = tile_to_batch(text_embeddings(x.device), x.shape[0], "clip guidance prompts")
+                embeddings = image_encoder.encode(cuts).pooled.float()  # (cutouts * B, E)
                 distance = spherical_distance(embeddings, targets.repeat(spec.cutouts, 1))
                 loss = distance.reshape(spec.cutouts, x.shape[0]).mean(dim=0).sum()
                 (grad,) = torch.autograd.grad(loss, x_in)
