@@ -27,12 +27,15 @@ if TYPE_CHECKING:
 @dataclass
 class GenerationResult:
     """:param images: PIL images, one per sample. :param latents: the final latents ``[B, C, h, w]``.
-    :param lock: everything needed to replay the run (see ``sfumato.outputs``)."""
+    :param lock: everything needed to replay the run (see ``sfumato.outputs``).
+    :param decoded: the decoded images ``[B, 3, H, W]`` in [-1, 1] before clamping and rounding
+    (what parity checks against other libraries compare)."""
 
     images: list[Image.Image]
     latents: Tensor
     seed: int
     lock: dict[str, Any] = field(default_factory=dict)
+    decoded: Tensor | None = None
 
 
 def to_pil(images: Tensor) -> list[Image.Image]:
@@ -170,4 +173,5 @@ def generate(
         "seed": seed, "num_images": num_images, "height": height, "width": width, "strength": strength,
         "latents": latents is not None, "image": image is not None, "mask": mask is not None,
     }
-    return GenerationResult(images=to_pil(decoded), latents=final, seed=seed, lock=make_lock(pipe, arguments))
+    return GenerationResult(images=to_pil(decoded), latents=final, seed=seed, lock=make_lock(pipe, arguments),
+                            decoded=decoded)

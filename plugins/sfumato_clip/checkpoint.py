@@ -65,23 +65,31 @@ def _config_from_metadata(path: Path) -> CLIPConfig | None:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CLIPConfig | None]:
     """Load any supported CLIP checkpoint as ``(state dict in sfumato's keys, config)``; the
-    config is None when the file does not say (then the spec's ``architecture`` must)."""
+    config is None when the file does not say (then the spec's ``architecture`` must). For a
+    Stable Diffusion 1.x single file it is ViT-L/14's text tower, what SD 1.x uses."""
+    state, config, _ = _read_checkpoint(path)
+    return state, config
+
+
+def _read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CLIPConfig | None, bool]:
+    """``read_checkpoint`` plus whether the config is only assumed (SD 1.x single files record
+    none), so that a spec's ``architecture`` may replace it."""
     path = Path(path)
     if path.is_dir():
         config_file, weights = _hf_folder_files(path)
         state = hf_to_sfumato(load_weights(weights))
-        return state, config_from_hf(json.loads(config_file.read_text()), _projection_dim(state))
+        return state, config_from_hf(json.loads(config_file.read_text()), _projection_dim(state)), False
     raw = load_weights(path)
     if not is_hf_layout(raw):
-        return raw, _config_from_metadata(path)
+        return raw, _config_from_metadata(path), False
     sd1 = any(k.startswith(SD1_TEXT_PREFIX) for k in raw)
     state = hf_to_sfumato(raw)
     if sd1:
-        return state, _sd1_text_config()
+        return state, _sd1_text_config(), True
     beside = path.with_name("config.json")
     if beside.is_file():
-        return state, config_from_hf(json.loads(beside.read_text()), _projection_dim(state))
-    return state, None
+        return state, config_from_hf(json.loads(beside.read_text()), _projection_dim(state)), False
+    return state, None, False
 
 
 def resolve_checkpoint(
@@ -90,15 +98,16 @@ def resolve_checkpoint(
     """The state dict (None without weights) and the architecture for an encoder spec.
 
     ``architecture`` None means "what the weights file says" (``tiny`` when there are no
-    weights); a given architecture must agree with a file that records its own.
+    weights); a given architecture must agree with a file that records its own (an SD 1.x single
+    file records none: ViT-L/14's text tower is only its default).
     """
-    state, recorded = read_checkpoint(weights) if weights else (None, None)
+    state, recorded, assumed = _read_checkpoint(weights) if weights else (None, None, False)
     if architecture is None:
         if weights and recorded is None:
             raise WeightsError(f"{weights} does not record its architecture; set `architecture` in the spec")
         return state, recorded or resolve_config("tiny")
     config = resolve_config(architecture)
-    if recorded is not None and _towers(recorded) != _towers(config):
+    if recorded is not None and not assumed and _towers(recorded) != _towers(config):
         raise WeightsError(
             f"{weights} holds a different architecture than the spec asks for: "
             f"file {recorded.model_dump()} vs spec {config.model_dump()}; drop `architecture` to "

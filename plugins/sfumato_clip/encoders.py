@@ -49,7 +49,8 @@ class CLIPTextSpec(CLIPTowerSpec):
     )
     tokenizer: str | None = Field(
         None,
-        description="'builtin:clip' (OpenAI's BPE, shipped), or a tokenizer.json path. None: a "
+        description="'builtin:clip' (OpenAI's BPE, shipped), a tokenizer.json path, or a folder with "
+        "tokenizer.json or vocab.json + merges.txt (a transformers CLIPTokenizer). None: a "
         "tokenizer.json beside the weights if there is one, else 'builtin:clip'.",
     )
 

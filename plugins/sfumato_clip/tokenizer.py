@@ -93,8 +93,14 @@ class TextTokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path, context_length: int = 77) -> TextTokenizer:
-        """A ``tokenizer.json`` (or a folder holding one), as ``train_tokenizer`` saves it."""
+        """A ``tokenizer.json`` (or a folder holding one), as ``train_tokenizer`` saves it, or a
+        transformers tokenizer folder with ``vocab.json`` and ``merges.txt`` (Stable Diffusion's)."""
         path = Path(path)
+        if path.is_dir() and not (path / "tokenizer.json").is_file() and (path / "vocab.json").is_file():
+            from transformers import CLIPTokenizer
+
+            backend = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt")).backend_tokenizer
+            return cls(backend, context_length)
         path = path / "tokenizer.json" if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")

@@ -73,7 +73,11 @@ class AutoencoderKL(sfumato.Autoencoder):
         sample_posterior: bool = Field(
             False, description="encode() samples from the posterior even without a generator (else the mean)."
         )
-        weights: str | None = Field(None, description="A safetensors file of this autoencoder's weights.")
+        weights: str | None = Field(
+            None, description="Weights to load, format auto-detected: a sfumato or diffusers safetensors file, a "
+            "diffusers AutoencoderKL folder, or an SD 1.x single-file checkpoint (its first_stage_model.* keys) "
+            "or LDM VAE file.",
+        )
 
         @model_validator(mode="after")
         def _groups_divide_widths(self):
@@ -110,7 +114,13 @@ class AutoencoderKL(sfumato.Autoencoder):
         model = super().from_spec(spec, **context)
         if model.spec.weights:
             path = Path(model.spec.weights)
-            sfumato.load_into(model, sfumato.load_weights(path), source=str(path))
+            path = path / DIFFUSERS_WEIGHTS if path.is_dir() else path
+            state = sfumato.load_weights(path)
+            fmt = weights_format(state)
+            if fmt == "sfumato":
+                sfumato.load_into(model, state, source=str(path))
+            else:
+                model.load_foreign(strip_ldm_prefix(state) if fmt == "ldm" else state, fmt, str(path))
         return model
 
     # -- other checkpoint formats ---------------------------------------------------------------
@@ -254,6 +264,16 @@ class AutoencoderKL(sfumato.Autoencoder):
 def sd1_spec(**fields) -> AutoencoderKL.Spec:
     """The ``vae-kl`` spec of the Stable Diffusion 1.x autoencoder (from the shipped config)."""
     return AutoencoderKL.spec_from_diffusers_config(SD1_CONFIG, **fields)
+
+
+def weights_format(state_dict: dict[str, Tensor]) -> Format | Literal["sfumato"]:
+    """Which key layout a state dict uses: an LDM checkpoint (whole, or the VAE alone), a
+    diffusers ``AutoencoderKL`` or sfumato's own."""
+    if any(key.startswith(LDM_PREFIX) or key.startswith("encoder.mid.block_1.") for key in state_dict):
+        return "ldm"
+    if any(key.startswith(("encoder.mid_block.", "decoder.mid_block.")) for key in state_dict):
+        return "diffusers"
+    return "sfumato"
 
 
 def strip_ldm_prefix(state_dict: dict[str, Tensor], prefix: str = LDM_PREFIX) -> dict[str, Tensor]:

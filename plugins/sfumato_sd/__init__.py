@@ -1,0 +1,43 @@
+"""sfumato_sd: Stable Diffusion 1.x checkpoints load as sfumato pipelines, offline.
+
+``sfumato.load_pipeline(path)`` (and ``sfumato convert``) accept, through the
+``spec_from_checkpoint`` hook:
+
+- a diffusers ``StableDiffusionPipeline`` folder (``model_index.json``), see ``diffusers_folder``;
+- an SD 1.x single-file ``.safetensors`` checkpoint (LDM keys), see ``single_file``.
+
+The spec refers to the ``unet``, ``vae-kl`` and ``clip-text`` components by name; their plugins
+read the weights. The SD 1.x architecture and the CLIP vocabulary ship with the packages, so
+nothing is downloaded. See docs/models.md, "Stable Diffusion checkpoints".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sfumato
+
+from .diffusers_folder import spec_from_diffusers_folder
+from .scheduler_config import diffusion_table, scheduler_table
+from .single_file import refuse_pickle, spec_from_single_file
+from .template import SD1_SPEC, sd1_template
+
+SFUMATO_PLUGIN_API = 1
+
+__all__ = [
+    "SD1_SPEC", "diffusion_table", "scheduler_table", "sd1_template", "spec_from_diffusers_folder",
+    "spec_from_single_file",
+]
+
+
+@sfumato.hookimpl
+def spec_from_checkpoint(path: Path) -> dict[str, Any] | None:
+    path = Path(path)
+    if path.is_dir():
+        return spec_from_diffusers_folder(path) if (path / "model_index.json").is_file() else None
+    if path.suffix == ".safetensors":
+        return spec_from_single_file(path)
+    if path.suffix == ".ckpt":
+        refuse_pickle(path)
+    return None
