@@ -85,7 +85,11 @@ class ResumableSampler(DistributedSampler):
 
 
 def make_loader(dataset: KeyedDataset, sampler: ResumableSampler, micro_batch: int, num_workers: int) -> DataLoader:
+    """A loader over ``sampler``'s keys. It gets its own generator: a DataLoader otherwise draws its
+    workers' base seed from torch's global generator each time it starts an epoch, and a resumed
+    run, which starts one mid-epoch, would then see different dropout masks from then on."""
+    generator = torch.Generator().manual_seed(derive_seed(dataset.seed, "loader", sampler.epoch, sampler.start))
     return DataLoader(
-        dataset, batch_size=micro_batch, sampler=sampler, num_workers=num_workers,
+        dataset, batch_size=micro_batch, sampler=sampler, num_workers=num_workers, generator=generator,
         collate_fn=collate_examples, drop_last=True, persistent_workers=False,
     )
