@@ -70,6 +70,7 @@ class LinearDenoiser(sfumato.Denoiser):
         super().__init__()
         self.in_channels = self.out_channels = spec.channels
         self.num_classes = spec.num_classes
+        self.null_label = spec.num_classes
         self.proj = nn.Conv2d(spec.channels, spec.channels, 1)
         self.cond = nn.Linear(spec.cond_dim, spec.channels)
         self.labels = nn.Embedding((spec.num_classes or 0) + 1, spec.channels)

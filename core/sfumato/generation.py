@@ -116,7 +116,7 @@ def generate(
         negatives = ["" if n is None else n for n in negatives]
         cond = encode_prompts(pipe, prompts, negatives).repeat(num_images).to(device, dtype)
     elif label_list:
-        null = getattr(denoiser, "num_classes", None)
+        null = denoiser.null_label
         labels_t = torch.tensor(label_list, device=device).repeat_interleave(num_images)
         negative = Conditioning(labels=torch.full_like(labels_t, null)) if null is not None else None
         cond = Conditioning(labels=labels_t, negative=negative)

@@ -87,6 +87,9 @@ class Denoiser(Component, nn.Module, ABC):
 
     in_channels: int
     out_channels: int
+    #: The class label that means "no class" (trained with condition dropout), used as the
+    #: negative for classifier-free guidance of class-conditional models; None if there is none.
+    null_label: int | None = None
 
     @abstractmethod
     def forward(self, x: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:

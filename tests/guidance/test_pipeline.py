@@ -27,10 +27,7 @@ def class_pipeline(guidance: list[dict]) -> sfumato.Pipeline:
         "scheduler": {"type": "heun", "steps": 3},
         "guidance": guidance,
     })
-    # sfumato.generate makes the null-class negative from `denoiser.num_classes`, which the unet
-    # does not expose yet; set it as a class-conditional denoiser should.
-    if getattr(pipe.denoiser, "num_classes", None) is None:
-        pipe.denoiser.num_classes = 2
+    assert pipe.denoiser.null_label == 2  # the negative classifier-free guidance uses
     return pipe
 
 
