@@ -89,8 +89,9 @@ class Pipeline:
             if path.is_dir() or (path.is_file() and path.suffix not in (".toml", ".json")):
                 converted = registry.spec_from_checkpoint(path)
                 if converted is None:
-                    raise SpecError(f"{path}: not a spec file, and no plugin recognises it as a checkpoint "
-                                    "(diffusers folders and SD 1.x single files need the first-party plugins)")
+                    raise SpecError(f"{path}: not a spec file (.toml, .json), and no plugin recognises it as a "
+                                    "checkpoint; the first-party plugins read diffusers Stable Diffusion 1.x folders "
+                                    "(model_index.json) and SD 1.x single-file .safetensors checkpoints")
                 spec = converted
         return cls(load_spec(spec, registry, overrides), registry, source=source)
 

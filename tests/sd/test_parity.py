@@ -18,7 +18,7 @@ import sfumato
 
 diffusers = pytest.importorskip("diffusers")
 
-from sd.tiny_sd import SIZE, tiny_architecture_overrides  # noqa: E402
+from sd.tiny_sd import SD15_SCHEDULER, SIZE, tiny_architecture_overrides  # noqa: E402
 
 PROMPT = "a red circle above a blue square"
 STEPS = 4
@@ -78,3 +78,21 @@ def test_single_file_generates_what_diffusers_generates(tiny_sd, tiny_sd_file, r
         overrides = {"scheduler.type": scheduler, **overrides}
     pipe = sfumato.load_pipeline(tiny_sd_file, overrides)
     assert_same_images(sfumato_images(pipe), reference_images(reference_pipeline, scheduler))
+
+
+def test_switching_sampler_of_a_config_that_states_its_spacing(tiny_sd, tmp_path):
+    """diffusers' ``from_config`` keeps the spacing a config states; a sfumato ``scheduler.type``
+    override starts the new table from that sampler's defaults, so the spacing is set with it."""
+    import shutil
+
+    folder = shutil.copytree(tiny_sd, tmp_path / "pipeline")
+    diffusers.DDIMScheduler.from_config({**SD15_SCHEDULER, "timestep_spacing": "leading"}).save_pretrained(
+        folder / "scheduler")  # writes every setting, as save_pretrained of a whole pipeline does
+    reference = diffusers.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None,
+                                                                  requires_safety_checker=False)
+    theirs = reference_images(reference, "euler")
+    assert reference.scheduler.config.timestep_spacing == "leading"
+    overrides = {"scheduler.type": "euler", "scheduler.spacing": "leading", "scheduler.steps_offset": 1}
+    assert_same_images(sfumato_images(sfumato.load_pipeline(folder, overrides)), theirs)
+    plain = sfumato_images(sfumato.load_pipeline(folder, {"scheduler.type": "euler"}))[0]
+    assert np.abs(plain - theirs).max() > 100 * TOLERANCE  # Euler's own default, linspace, differs

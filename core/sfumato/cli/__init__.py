@@ -9,7 +9,7 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import SfumatoError
 from ..registry import Registry, set_registry
-from . import generate_command, plugin_commands, spec_commands, train_command
+from . import convert_command, generate_command, plugin_commands, spec_commands, train_command
 
 
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     plugin_commands.add(sub)
     spec_commands.add(sub)
     train_command.add(sub)
+    convert_command.add(sub)
     registry.commands(sub)
     evaluate = sub.add_parser("eval", help="evaluations registered by plugins (geneval, zero-shot, ...)")
     evaluations = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION")
