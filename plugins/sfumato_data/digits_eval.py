@@ -1,0 +1,87 @@
+"""``sfumato eval digits``: how well a class-conditional model draws digits, judged by the
+independent ``DigitsClassifier``.
+
+- **class accuracy**: generate ``per_class`` images of each label 0-9; the fraction the classifier
+  assigns to the label they were asked for (per class and overall);
+- **Frechet distance** between the classifier's 64 penultimate features of the generated images
+  and of the real digits test split (FID's formula on a digits network; lower is better). For
+  scale, the report also gives the distance between the real train and test splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import sfumato
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .digits import DigitsDataset
+from .digits_classifier import DigitsClassifier, load_digits_classifier
+from .eval_cli import add_model_arguments, format_table, load_model, model_name, write_json
+from .frechet import feature_frechet_distance
+
+
+@torch.no_grad()
+def classifier_features(classifier: DigitsClassifier, images: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+    """``(features [N, 64], predicted labels [N])`` of ``images [N, 3, H, W]`` in [-1, 1]."""
+    features = torch.cat([classifier.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return features, classifier.head(features).argmax(dim=-1)
+
+
+def generate_digits(pipe: sfumato.Pipeline, per_class: int, seed: int = 0, progress: bool = True) -> tuple[Tensor, Tensor]:
+    """``(images [10 * per_class, 3, H, W] in [-1, 1], labels)``; label ``c`` uses seed ``seed + c``.
+    Images go through PIL (uint8), as a saved sample would."""
+    images, labels = [], []
+    for label in tqdm(range(10), desc="digits", unit="class", disable=not progress):
+        result = pipe(labels=label, seed=seed + label, num_images=per_class, progress=False)
+        images.append(sfumato.from_pil(result.images))
+        labels += [label] * per_class
+    return torch.cat(images), torch.tensor(labels)
+
+
+def evaluate_digits(images: Tensor, labels: Tensor, classifier: DigitsClassifier | None = None) -> dict[str, Any]:
+    """Class accuracy of ``images`` for their intended ``labels`` and their Frechet distance to the
+    real test digits (plus the train-vs-test distance of real digits, for scale)."""
+    classifier = classifier or load_digits_classifier()
+    features, predicted = classifier_features(classifier, images)
+    real_test = DigitsDataset.from_spec({"split": "test"}).images
+    real_train = DigitsDataset.from_spec({"split": "train"}).images
+    test_features, _ = classifier_features(classifier, real_test)
+    train_features, _ = classifier_features(classifier, real_train)
+    hits = predicted == labels
+    per_class = {str(c): hits[labels == c].float().mean().item() for c in range(10) if (labels == c).any()}
+    return {
+        "accuracy": hits.float().mean().item(),
+        "per_class_accuracy": per_class,
+        "frechet_distance": feature_frechet_distance(features, test_features),
+        "real_train_vs_test_frechet_distance": feature_frechet_distance(train_features, test_features),
+        "generated": len(images),
+        "real_test": len(real_test),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    pipe = load_model(args)
+    images, labels = generate_digits(pipe, args.per_class, args.seed, progress=not args.no_progress)
+    report = evaluate_digits(images, labels)
+    rows = [[f"accuracy of class {c}", v] for c, v in report["per_class_accuracy"].items()]
+    rows += [["class accuracy", report["accuracy"]],
+             [f"Frechet distance to {report['real_test']} real test digits", report["frechet_distance"]],
+             ["  (real train vs real test, for scale)", report["real_train_vs_test_frechet_distance"]]]
+    print(format_table([f"{report['generated']} generated digits", "value"], rows))
+    if args.out:
+        write_json(args.out, {"benchmark": "digits", "model": model_name(args), "seed": args.seed,
+                              "per_class": args.per_class, **report})
+    return 0
+
+
+def add_digits_command(cli: Any) -> None:
+    parser = cli.add_parser("digits", help="class accuracy and Frechet distance of a class-conditional digits model",
+                            description="Generate N digits per class 0-9, classify them with the shipped digits "
+                            "classifier, and compare its features with the real test digits.")
+    add_model_arguments(parser)
+    parser.add_argument("--per-class", type=int, default=100, metavar="N", help="images per class (default 100)")
+    parser.set_defaults(handler=run)

@@ -1,0 +1,60 @@
+"""What ``sfumato eval geneval`` and ``sfumato eval digits`` share: choosing the model, printing
+the table, writing the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import sfumato
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME | --spec FILE``, ``--set``, ``--seed``, ``--out``, ``--no-progress``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a built-in model name (see `sfumato models`)")
+    source.add_argument("--spec", metavar="FILE", help="a pipeline spec file")
+    parser.add_argument("--set", action="append", default=[], metavar="TABLE.FIELD=VALUE", help="override a spec value")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first generation (default 0)")
+    parser.add_argument("--out", metavar="RESULTS.json", help="write the figures as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def load_model(args: argparse.Namespace) -> sfumato.Pipeline:
+    """The pipeline that ``--model`` or ``--spec`` (with ``--set``) names."""
+    target = args.spec if args.spec else sfumato.get_registry().model(args.model).spec_path
+    return sfumato.load_pipeline(target, overrides=args.set or None)
+
+
+def model_name(args: argparse.Namespace) -> str:
+    return args.model or str(args.spec)
+
+
+def format_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A plain-text table; floats with three decimals, columns after the first right-aligned."""
+    cells = [[f"{v:.3f}" if isinstance(v, float) and not math.isnan(v) else str(v) for v in row]
+             for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, report: dict[str, Any]) -> Path:
+    path = Path(path)
+    sfumato.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    print(f"wrote {path}")
+    return path
+
+
+def register(cli: Any) -> None:
+    """Add ``geneval`` and ``digits`` to ``sfumato eval``."""
+    from .digits_eval import add_digits_command
+    from .geneval_command import add_geneval_command
+
+    add_geneval_command(cli)
+    add_digits_command(cli)
