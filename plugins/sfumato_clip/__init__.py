@@ -1,7 +1,7 @@
 """sfumato_clip: CLIP (https://arxiv.org/abs/2103.00020) for sfumato.
 
-Registers the ``clip-text`` and ``clip-image`` encoders and the ``classify`` and ``search``
-commands. The model, tokenizer, losses, zero-shot classification, semantic search, checkpoint
+Registers the ``clip-text`` and ``clip-image`` encoders, the ``classify`` and ``search``
+commands and the ``sfumato eval zero-shot`` and ``sfumato eval retrieval`` evaluations. The model, tokenizer, losses, zero-shot classification, semantic search, checkpoint
 conversion and the fine-tuning model are importable from here; see docs/clip.md.
 """
 
@@ -16,7 +16,8 @@ from .finetune import CLIPFineTuner, ProjectionHead
 from .losses import clip_loss, siglip_loss, soft_target_loss
 from .metrics import retrieval_recall, topk_accuracy
 from .search import SearchIndex, build_index, query_image, query_text
-from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier, class_embeddings
+from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier, class_embeddings, ensemble_embeddings
+from .evaluation import ZeroShotTask, retrieval_scores, zero_shot_scores
 from .model import CLIP, TextTransformer, VisionTransformer
 from .tokenizer import TextTokenizer, train_tokenizer
 
@@ -36,9 +37,16 @@ def register_commands(cli):
     register(cli)
 
 
+@sfumato.hookimpl
+def register_eval_commands(cli):
+    from .eval_cli import register
+
+    register(cli)
+
+
 __all__ = [
     "CLIPFineTuner", "DEFAULT_TEMPLATES", "ProjectionHead", "SearchIndex", "ZeroShotClassifier",
-    "build_index", "class_embeddings", "clip_loss", "query_image", "query_text", "retrieval_recall",
+    "build_index", "class_embeddings", "ensemble_embeddings", "ZeroShotTask", "retrieval_scores", "zero_shot_scores", "clip_loss", "query_image", "query_text", "retrieval_recall",
     "siglip_loss", "soft_target_loss", "topk_accuracy",
     "CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "PRESETS", "TextConfig",
     "TextTokenizer", "TextTransformer", "VisionConfig", "VisionTransformer", "export_hf",

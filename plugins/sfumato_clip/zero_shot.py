@@ -30,13 +30,19 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 
 
 @torch.no_grad()
+def ensemble_embeddings(text_encoder: Encoder, prompts: list[list[str]]) -> Tensor:
+    """``[C, E]`` unit-norm class embeddings: class ``c``'s is the normalised mean of the
+    normalised embeddings of its prompts ``prompts[c]`` (any number per class)."""
+    flat = [prompt for group in prompts for prompt in group]
+    embeds = F.normalize(text_encoder.encode(flat).pooled, dim=-1)  # (sum of counts, E)
+    means = torch.stack([chunk.mean(dim=0) for chunk in embeds.split([len(g) for g in prompts])])  # (C, E)
+    return F.normalize(means, dim=-1)
+
+
 def class_embeddings(text_encoder: Encoder, labels: list[str], templates: tuple[str, ...] = DEFAULT_TEMPLATES) -> Tensor:
     """``[C, E]`` unit-norm class embeddings: the normalised mean over templates of the
     normalised embeddings of ``template.format(label)``."""
-    prompts = [template.format(label) for label in labels for template in templates]
-    embeds = F.normalize(text_encoder.encode(prompts).pooled, dim=-1)  # (C * T, E)
-    embeds = embeds.view(len(labels), len(templates), -1).mean(dim=1)  # (C, E)
-    return F.normalize(embeds, dim=-1)
+    return ensemble_embeddings(text_encoder, [[template.format(label) for template in templates] for label in labels])
 
 
 @dataclass
