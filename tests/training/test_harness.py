@@ -154,3 +154,10 @@ def test_train_command_trains_and_reports(class_folder, tmp_path, capsys):
     assert main(["train", str(path), "--out", str(out), "--set", "train.steps=3", "--resume", "--no-progress"]) == 0
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3] and lines[0].get("marker") is True
+
+
+def test_a_pipeline_whose_task_trains_trains_when_called(class_folder, tmp_path):
+    pipe = sfumato.load_pipeline(train_spec(CLASS_TASK, class_folder, steps=2, **DIFFUSION))
+    result = pipe(out=tmp_path)
+    assert isinstance(result, sfumato.TrainResult) and result.steps == 2
+    assert (tmp_path / "denoiser.safetensors").is_file()
