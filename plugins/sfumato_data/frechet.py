@@ -29,12 +29,13 @@ def _psd_sqrt(matrix: Tensor) -> Tensor:
 
 
 def frechet_distance(mean_1: Tensor, cov_1: Tensor, mean_2: Tensor, cov_2: Tensor) -> float:
-    """The squared Frechet distance between N(mean_1, cov_1) and N(mean_2, cov_2), as FID reports it."""
+    """The squared Frechet distance between N(mean_1, cov_1) and N(mean_2, cov_2), as FID reports it
+    (round-off can take it a hair below zero for identical sets; it is clipped at 0)."""
     root_1 = _psd_sqrt(cov_1.double())
     middle = root_1 @ cov_2.double() @ root_1
     trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
     difference = (mean_1.double() - mean_2.double()).square().sum()
-    return float(difference + cov_1.double().trace() + cov_2.double().trace() - 2 * trace_sqrt)
+    return max(0.0, float(difference + cov_1.double().trace() + cov_2.double().trace() - 2 * trace_sqrt))
 
 
 def feature_frechet_distance(features_1: Tensor, features_2: Tensor) -> float:

@@ -47,7 +47,7 @@ def marked_grid(images: list[Image.Image], passed: list[bool], columns: int) -> 
     border = max(2, images[0].width // 24)
     framed = [ImageOps.expand(image.convert("RGB"), border=border, fill=PASS_COLOR if ok else FAIL_COLOR)
               for image, ok in zip(images, passed)]
-    return sfumato.image_grid(framed, columns=columns)
+    return sfumato.image_grid(framed, columns=min(columns, len(framed)))
 
 
 def report_table(report: dict[str, Any]) -> str:
@@ -57,13 +57,13 @@ def report_table(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipe = load_model(args)
     prompts = prompt_set(args.prompt_seed)
     if args.tasks:
         unknown = sorted(set(args.tasks) - set(TASKS))
         if unknown:
             raise sfumato.SpecError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
         prompts = [p for p in prompts if p.task in args.tasks]
+    pipe = load_model(args)
     report, images = run_geneval(pipe, prompts, args.images_per_prompt, args.seed, progress=not args.no_progress)
     side = min(images[0].size)
     if side < MIN_RELIABLE_SIDE:
