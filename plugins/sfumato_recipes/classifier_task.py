@@ -34,7 +34,7 @@ class TrainClassifier(sfumato.TrainingTask):
     """Train ``[classifier]`` on the labels of ``[dataset]``, noised with ``[diffusion]`` (the schedule
     of the denoiser it will guide), on pixels or on the latents of a frozen ``[autoencoder]``."""
 
-    required = ("dataset", "classifier", "diffusion")
+    required = ("classifier", "diffusion")
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["train-classifier"] = "train-classifier"

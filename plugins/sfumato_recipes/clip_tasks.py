@@ -34,7 +34,7 @@ class TrainCLIP(sfumato.TrainingTask):
     """CLIP from scratch: both ``[text_encoder]`` and ``[image_encoder]`` train, with a learnable
     temperature (saved as ``temperature.safetensors``), on a dataset with captions."""
 
-    required = ("dataset", "text_encoder", "image_encoder")
+    required = ("text_encoder", "image_encoder")
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["train-clip"] = "train-clip"
@@ -109,7 +109,7 @@ class TrainCLIPFinetune(sfumato.TrainingTask):
     Weights are saved after every epoch (``out/epoch-N/``).
     """
 
-    required = ("dataset", "text_encoder", "image_encoder")
+    required = ("text_encoder", "image_encoder")
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["train-clip-finetune"] = "train-clip-finetune"

@@ -102,7 +102,7 @@ class TrainDiffusion(sfumato.TrainingTask):
     ``[autoencoder]`` (frozen), text-conditional with a ``[text_encoder]`` (frozen unless
     ``train_text_encoder``). Sample grids use ``[scheduler]`` (default DDIM)."""
 
-    required = ("dataset", "denoiser", "diffusion")
+    required = ("denoiser", "diffusion")
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["train-diffusion"] = "train-diffusion"

@@ -46,7 +46,7 @@ class VAERecipe(sfumato.Recipe):
 class TrainVAE(sfumato.TrainingTask):
     """Train ``[autoencoder]`` (``vae-kl``) to reconstruct the dataset's images."""
 
-    required = ("dataset", "autoencoder")
+    required = ("autoencoder",)
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["train-vae"] = "train-vae"

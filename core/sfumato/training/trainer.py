@@ -71,7 +71,7 @@ def train(
     if not isinstance(task, TrainingTask):
         raise SpecError(f"task {spec.task.type!r} is not a training task; training tasks: "
                         f"{', '.join(training_task_types()) or 'none registered'}")
-    missing = [t for t in task.required if getattr(spec, t, None) is None]
+    missing = [t for t in dict.fromkeys(("dataset", *task.required)) if getattr(spec, t, None) is None]
     if missing:
         raise SpecError(f"task {spec.task.type!r} needs the table(s) {', '.join(f'[{m}]' for m in missing)}")
     if spec.runtime.dtype != "float32":
