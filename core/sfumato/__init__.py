@@ -40,7 +40,8 @@ from .sampling import StepCallback, StepEvent, randn, run_sampler
 from .registry import PluginInfo, Registry, get_registry, set_registry
 from .runtime import RuntimeSpec, resolve_device
 from .training import (
-    Recipe, SampleContext, StepContext, TrainCallback, TrainingTask, TrainResult, TrainSetup, TrainSpec, train,
+    Recipe, SampleContext, StepContext, TrainCallback, TrainingTask, TrainResult, TrainSetup, TrainSpec,
+    collate_examples, train,
 )
 from .weights import (
     atomic_write,
@@ -85,5 +86,5 @@ __all__ = [
     "save_weights", "plugins", "build", "load_pipeline", "GenerationResult", "from_pil", "generate",
     "to_pil", "image_grid", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
     "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
-    "TrainSpec", "train",
+    "TrainSpec", "collate_examples", "train",
 ]

@@ -64,7 +64,7 @@ class FinetuneHeads(nn.Module):
 class CLIPFinetuneRecipe(sfumato.Recipe):
     """Pooled tower outputs through new heads; label-prompt cross-entropy or caption InfoNCE."""
 
-    def __init__(self, spec: Any, text_encoder: nn.Module, image_encoder: nn.Module, label_names: list[str] | None):
+    def __init__(self, spec: Any, text_encoder: nn.Module, image_encoder: nn.Module, prompts: list[str]):
         self.spec = spec
         self.text_encoder, self.image_encoder = text_encoder, image_encoder
         self.heads = FinetuneHeads(text_encoder.embed_dim, image_encoder.embed_dim, spec.projection_dim, spec.dropout)
@@ -74,7 +74,7 @@ class CLIPFinetuneRecipe(sfumato.Recipe):
                                     ("image_encoder", image_encoder, spec.train_image)):
             (trainable if train else frozen)[name] = module
         super().__init__(trainable, frozen)
-        self.prompts = [spec.label_template.format(name) for name in label_names or []]
+        self.prompts = prompts
 
     def encode_text(self, texts: list[str]) -> Tensor:
         with torch.set_grad_enabled(self.spec.train_text and torch.is_grad_enabled()):
@@ -120,7 +120,10 @@ class TrainCLIPFinetune(sfumato.TrainingTask):
         dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the projection heads.")
         train_text: bool = Field(False, description="Also fine-tune the text tower (False: frozen).")
         train_image: bool = Field(False, description="Also fine-tune the image tower (False: frozen).")
-        label_template: str = Field("a photo of a {}", description="Prompt of a class; {} is the class name.")
+        label_template: str | None = Field(
+            None, description="Prompt of a class; {} is the class name. None: the dataset's own class prompts when "
+            "it has them (CIFAR-10: 'a photo of an airplane'), else 'a photo of a {}'."
+        )
         labels: list[str] | None = Field(
             None, description="Class names, in label order. None: the dataset's label_names (CIFAR-10 has them)."
         )
@@ -134,13 +137,16 @@ class TrainCLIPFinetune(sfumato.TrainingTask):
                 "lr": 1e-5 if towers_train else 1e-3}
 
     def recipe(self, setup: sfumato.TrainSetup) -> CLIPFinetuneRecipe:
-        label_names = None
-        if self.spec.objective == "labels":
-            label_names = (self.spec.labels or getattr(setup.dataset, "label_names", None)
-                           or getattr(setup.dataset, "class_names", None))
-            if not label_names:
-                raise sfumato.SpecError(
-                    f"[task] objective = 'labels': [dataset] type {setup.spec.dataset.type!r} has no label names; "
-                    "list them in [task] labels = [...]"
-                )
-        return CLIPFinetuneRecipe(self.spec, setup.build("text_encoder"), setup.build("image_encoder"), list(label_names or []))
+        prompts = self.label_prompts(setup.dataset) if self.spec.objective == "labels" else []
+        return CLIPFinetuneRecipe(self.spec, setup.build("text_encoder"), setup.build("image_encoder"), prompts)
+
+    def label_prompts(self, dataset: Any) -> list[str]:
+        """One prompt per class, in label order."""
+        dataset_prompts = getattr(dataset, "prompts", None)
+        if self.spec.labels is None and self.spec.label_template is None and dataset_prompts:
+            return list(dataset_prompts)
+        names = self.spec.labels or getattr(dataset, "label_names", None) or getattr(dataset, "class_names", None)
+        if not names:
+            raise sfumato.SpecError(f"[task] objective = 'labels': [dataset] type {dataset.spec.type!r} has no class "
+                                    "names; list them in [task] labels = [...]")
+        return [(self.spec.label_template or "a photo of a {}").format(name) for name in names]

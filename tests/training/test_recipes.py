@@ -88,3 +88,34 @@ def test_min_snr_weights_follow_the_parameterisation():
     assert torch.allclose(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 1.0, 0.25]))
     assert torch.allclose(min_snr_weight(snr, 5.0, "v"), torch.tensor([0.0, 0.5, 5 / 6, 5 / 21]))
     assert torch.allclose(min_snr_weight(snr, 5.0, "sample"), torch.tensor([0.0, 1.0, 5.0, 5.0]))
+
+
+def test_cifar10_finetune_scores_against_the_dataset_label_names(tmp_path):
+    """CIFAR-10 python batches (two images per batch, labels 0..9) with the task's defaults except
+    the batch size: 1 epoch, prompts from the dataset's label names, weights saved per epoch."""
+    import pickle
+
+    import numpy as np
+
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": names}, f)
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        with open(root / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [2 * i - 2, 2 * i - 1]}, f)
+    spec = {"task": {"type": "train-clip-finetune", "projection_dim": 16},
+            "dataset": {"type": "cifar10", "root": str(root)},
+            "text_encoder": CLIP_TEXT, "image_encoder": CLIP_IMAGE,
+            "train": {"batch_size": 5, "epochs": 1, "progress": False, "log_every": 1}}
+    result = run(spec, tmp_path / "out")
+    assert result.steps == 2  # 10 images, batch 5
+    assert (tmp_path / "out" / "epoch-1" / "heads.safetensors").is_file()
+    task = sfumato.build("task", spec["task"])
+    dataset = sfumato.build("dataset", spec["dataset"])
+    assert task.label_prompts(dataset)[:2] == ["a photo of an airplane", "a photo of an automobile"]
+    named = sfumato.build("task", {**spec["task"], "label_template": "{} picture"})
+    assert named.label_prompts(dataset)[1] == "automobile picture"
+    assert all(0 <= r["accuracy"] <= 1 for r in result.metrics)
