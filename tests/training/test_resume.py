@@ -30,7 +30,7 @@ def resume_spec(tmp_path_factory) -> Path:
         {"type": "train-diffusion", "conditioning": "class", "condition_dropout": 0.3}, root, steps=8,
         denoiser={**UNET, "num_classes": 2, "null_class": True, "dropout": 0.1}, diffusion={"timesteps": 100},
         train={"batch_size": 4, "grad_accumulation": 2, "warmup_steps": 2, "lr_schedule": "cosine",
-               "ema_decay": 0.9, "checkpoint_every": 3, "keep_checkpoints": 3},
+               "ema_decay": 0.9, "checkpoint_every": 3, "keep_checkpoints": 3, "log_every": 2},
     )
     spec["dataset"]["hflip"] = True
     path = tmp_path_factory.mktemp("resume-spec") / "spec.json"
@@ -97,7 +97,7 @@ def test_checkpoint_holds_every_piece_of_state(uninterrupted):
     state = load_checkpoint(latest_checkpoint(uninterrupted))
     assert state["step"] == 8
     assert state["data"] == {"epoch": 2, "batches": 0, "steps_per_epoch": 4, "seed": 0}
-    assert set(state) >= {"modules", "optimizer", "ema", "lr_schedule", "rng"}
+    assert set(state) >= {"modules", "optimizer", "ema", "lr_schedule", "rng", "metrics"}
     assert set(state["rng"][0]) >= {"torch", "numpy", "python"}
     assert state["ema"]["updates"] == 8
     assert [step for step, _ in list_checkpoints(uninterrupted)] == [3, 6, 8]

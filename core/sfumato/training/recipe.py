@@ -127,7 +127,8 @@ class Recipe:
         self.frozen = frozen or {}
 
     def loss(self, batch: dict[str, Any], ctx: StepContext) -> Tensor | tuple[Tensor, dict[str, Tensor | float]]:
-        """The scalar loss of ``batch`` (a mean over its samples), optionally with extra metrics."""
+        """The scalar loss of ``batch`` (a mean over its samples), optionally with extra metrics
+        (the same names at every step: processes average them together)."""
         raise NotImplementedError
 
     def sample(self, ctx: SampleContext) -> Tensor | None:

@@ -144,6 +144,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "float16" else None
         self.ema = EMA(self.recipe.trainable, settings.ema_decay) if settings.ema_decay else None
         self.step = 0
+        # Metrics summed since the last log line (checkpointed, so a resumed run logs the same means).
+        self.metric_sums: dict[str, float] = {}
+        self.metric_count = 0
         # Each process draws its own dropout masks (torch's global generator) after the shared init.
         seed_everything(settings.seed + context.rank)
 
@@ -161,6 +164,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else {},
             "lr_schedule": {"step": self.step, "lr": learning_rate(max(self.step - 1, 0), self.total_steps, self.settings)},
             "rng": gather_objects(rng_state(), self.context),
+            "metrics": {"sums": dict(self.metric_sums), "count": self.metric_count},
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
@@ -177,6 +181,7 @@ class Trainer:
         if self.ema is not None and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
+        self.metric_sums, self.metric_count = dict(state["metrics"]["sums"]), state["metrics"]["count"]
         states = state["rng"]
         set_rng_state(states[self.context.rank] if self.context.rank < len(states) else states[0])
 
@@ -211,23 +216,22 @@ class Trainer:
         log = MetricsLog(self.out, self.step if checkpoint is not None else None) if main else None
         for callback in self.callbacks:
             callback.on_start(self.out, self.spec.to_dict())
-        sums: dict[str, Tensor] = {}
-        counted = 0
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.show_progress and main),
                    desc=f"training ({self.spec.task.type})", dynamic_ncols=True)
         batches = self.micro_batches()
         while self.step < self.total_steps:
             metrics = self.optimizer_step(batches)
             for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-            counted += 1
+                self.metric_sums[key] = self.metric_sums.get(key, 0.0) + float(value)
+            self.metric_count += 1
             self.step += 1
             bar.update(1)
             if self.step % self.settings.log_every == 0 or self.step == self.total_steps:
-                record = mean_over_processes({k: float(v) / counted for k, v in sums.items() if k != "lr"}, self.context)
-                record["lr"] = float(sums["lr"]) / counted
+                sums, counted = self.metric_sums, self.metric_count
+                record = mean_over_processes({k: v / counted for k, v in sums.items() if k != "lr"}, self.context)
+                record["lr"] = sums["lr"] / counted
                 record = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **record}
-                sums, counted = {}, 0
+                self.metric_sums, self.metric_count = {}, 0
                 if main:
                     log.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4g}")
