@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import SpecError
 from ..registry import get_registry
 from .callbacks import LOGGERS, TrainCallback
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import KeyedDataset, ResumableSampler, make_loader
 from .distributed import (
     DistributedContext, average_gradients, barrier, broadcast_modules, gather_objects, mean_over_processes,
@@ -168,8 +168,6 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
-        from .checkpoint import CheckpointError
-
         if state["data"]["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"{source}: written with {state['data']['steps_per_epoch']} steps per epoch, "
                                   f"this run has {self.steps_per_epoch}; resume with the same dataset and batch_size")
