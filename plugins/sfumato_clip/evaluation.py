@@ -52,7 +52,8 @@ def image_embeddings(image_encoder: Encoder, images: Tensor, batch_size: int = 2
 @torch.no_grad()
 def text_embeddings(text_encoder: Encoder, texts: list[str], batch_size: int = 256) -> Tensor:
     """``[M, E]`` unit-norm embeddings of ``texts``, on the CPU."""
-    chunks = [text_encoder.encode(texts[i : i + batch_size]).pooled.float().cpu() for i in range(0, len(texts), batch_size)]
+    chunks = [text_encoder.encode(texts[i : i + batch_size]).pooled.float().cpu()
+              for i in range(0, len(texts), batch_size)]
     return F.normalize(torch.cat(chunks), dim=-1)
 
 
@@ -112,8 +113,10 @@ def shapes_tasks(items: list[dict[str, Any]]) -> list[ZeroShotTask]:
     colour_prompts = [[_with_article(f"{c} {s}") for s in shapes] for c in colors]
     shape_prompts = [[_with_article(f"{c} {s}") for c in colors] for s in shapes]
     return [
-        ZeroShotTask("color", images, torch.tensor([colors.index(o["color"]) for o in objects]), colors, colour_prompts),
-        ZeroShotTask("shape", images, torch.tensor([shapes.index(o["shape"]) for o in objects]), shapes, shape_prompts),
+        ZeroShotTask("color", images, torch.tensor([colors.index(o["color"]) for o in objects]), colors,
+                     colour_prompts),
+        ZeroShotTask("shape", images, torch.tensor([shapes.index(o["shape"]) for o in objects]), shapes,
+                     shape_prompts),
     ]
 
 

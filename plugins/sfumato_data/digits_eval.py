@@ -20,18 +20,21 @@ from tqdm.auto import tqdm
 
 from .digits import DigitsDataset
 from .digits_classifier import DigitsClassifier, load_digits_classifier
-from .eval_cli import add_model_arguments, format_table, load_model, model_name, write_json
+from .eval_cli import add_model_arguments, format_table, load_model, model_name, positive_int, write_json
 from .frechet import feature_frechet_distance
 
 
 @torch.no_grad()
-def classifier_features(classifier: DigitsClassifier, images: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+def classifier_features(classifier: DigitsClassifier, images: Tensor,
+                        batch_size: int = 500) -> tuple[Tensor, Tensor]:
     """``(features [N, 64], predicted labels [N])`` of ``images [N, 3, H, W]`` in [-1, 1]."""
-    features = torch.cat([classifier.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    features = torch.cat([classifier.features(images[i : i + batch_size])
+                          for i in range(0, len(images), batch_size)])  # (N, 64)
     return features, classifier.head(features).argmax(dim=-1)
 
 
-def generate_digits(pipe: sfumato.Pipeline, per_class: int, seed: int = 0, progress: bool = True) -> tuple[Tensor, Tensor]:
+def generate_digits(pipe: sfumato.Pipeline, per_class: int, seed: int = 0,
+                    progress: bool = True) -> tuple[Tensor, Tensor]:
     """``(images [10 * per_class, 3, H, W] in [-1, 1], labels)``; label ``c`` uses seed ``seed + c``.
     Images go through PIL (uint8), as a saved sample would."""
     images, labels = [], []
@@ -83,5 +86,6 @@ def add_digits_command(cli: Any) -> None:
                             description="Generate N digits per class 0-9, classify them with the shipped digits "
                             "classifier, and compare its features with the real test digits.")
     add_model_arguments(parser)
-    parser.add_argument("--per-class", type=int, default=100, metavar="N", help="images per class (default 100)")
+    parser.add_argument("--per-class", type=positive_int, default=100, metavar="N",
+                        help="images per class (default 100)")
     parser.set_defaults(handler=run)

@@ -23,6 +23,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def load_model(args: argparse.Namespace) -> sfumato.Pipeline:
     """The pipeline that ``--model`` or ``--spec`` (with ``--set``) names."""
     target = args.spec if args.spec else sfumato.get_registry().model(args.model).spec_path

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .detect import detect_shapes
-from .eval_cli import add_model_arguments, format_table, load_model, model_name, write_json
+from .eval_cli import add_model_arguments, format_table, load_model, model_name, positive_int, write_json
 from .geneval import TASKS, GenEvalPrompt, evaluate, prompt_set, summarise
 
 #: The detector is reliable from this image side up (see ``detect``).
@@ -88,7 +88,8 @@ def add_geneval_command(cli: Any) -> None:
                             description="Generate the shapes prompt set (object, two objects, counting, colours, "
                             "position, colour attribution), detect the shapes and score each image.")
     add_model_arguments(parser)
-    parser.add_argument("--images-per-prompt", type=int, default=4, metavar="N", help="images per prompt (default 4)")
+    parser.add_argument("--images-per-prompt", type=positive_int, default=4, metavar="N",
+                        help="images per prompt (default 4)")
     parser.add_argument("--prompt-seed", type=int, default=0,
                         help="seed of the prompt set's colour choices (default 0: the reported set)")
     parser.add_argument("--task", dest="tasks", action="append", metavar="TASK",

@@ -140,11 +140,11 @@ class LookupText:
 def test_retrieval_counts_any_of_an_images_captions_as_a_hit():
     """Four images e_0..e_3, two captions each: "right i" = e_i, and "near i" = e_{i+1} + 0.5 e_i,
     which lands on the next image first and on its own second."""
-    e = torch.eye(4)
+    e = torch.eye(CLASSES)
     captions = [[f"right {i}", f"near {i}"] for i in range(4)]
     table = {f"right {i}": e[i] for i in range(4)} | {f"near {i}": e[(i + 1) % 4] + 0.5 * e[i] for i in range(4)}
-    images = torch.arange(4, dtype=torch.float32).div(CLASSES).view(-1, 1, 1, 1).expand(-1, 3, 4, 4)
-    image_encoder = SimpleNamespace(encode=lambda x: SimpleNamespace(pooled=e[x[:, 0, 0, 0].mul(CLASSES).round().long()]))
+    images = flat_images([0, 1, 2, 3])
+    image_encoder = ClassImage()  # image i -> e_i
     scores = retrieval_scores(LookupText(table), image_encoder, images, captions)
     assert scores["text_to_image@1"] == 0.5 and scores["text_to_image@5"] == 1.0
     assert scores["image_to_text@1"] == 1.0

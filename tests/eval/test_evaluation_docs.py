@@ -17,7 +17,8 @@ DOC = (Path(__file__).parents[2] / "docs" / "evaluation.md").read_text()
 
 
 def test_the_documented_prompt_counts_are_the_prompt_sets():
-    documented = {task: int(count) for task, count in re.findall(r"^\| `(\w+)` \| \".*?\" \| .*? \| (\d+) \(", DOC, re.M)}
+    rows = re.findall(r"^\| `(\w+)` \| \".*?\" \| .*? \| (\d+) \(", DOC, re.M)
+    documented = {task: int(count) for task, count in rows}
     assert documented == dict(Counter(p.task for p in prompt_set()))
     assert f"{len(prompt_set())} prompts in all" in DOC
 
