@@ -119,3 +119,29 @@ def test_cifar10_finetune_scores_against_the_dataset_label_names(tmp_path):
     named = sfumato.build("task", {**spec["task"], "label_template": "{} picture"})
     assert named.label_prompts(dataset)[1] == "automobile picture"
     assert all(0 <= r["accuracy"] <= 1 for r in result.metrics)
+
+
+def test_flickr8k_finetune_learns_caption_matching(tmp_path):
+    """The Kaggle Flickr8k layout (Images/ + captions.txt, five captions per image): the captions
+    objective with its defaults but a short run; each image's captions name its colour."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200), "yellow": (220, 220, 40)}
+    rows = ["image,caption"]
+    (tmp_path / "Images").mkdir()
+    for name, colour in colours.items():
+        pixels = np.clip(np.array(colour) + rng.normal(0, 20, (24, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(tmp_path / "Images" / f"{name}.jpg")
+        rows += [f"{name}.jpg,a {name} square number {k}" for k in range(5)]
+    (tmp_path / "captions.txt").write_text("\n".join(rows) + "\n")
+    spec = {"task": {"type": "train-clip-finetune", "objective": "captions", "projection_dim": 16},
+            "dataset": {"type": "flickr8k", "root": str(tmp_path), "split": "all", "resolution": 16},
+            "text_encoder": CLIP_TEXT, "image_encoder": CLIP_IMAGE,
+            "train": {"batch_size": 4, "epochs": 10, "progress": False, "log_every": 1}}
+    result = run(spec, tmp_path / "out")
+    assert result.steps == 10  # 4 images, batch 4: one step per epoch
+    curve = losses(result)
+    assert sum(curve[-3:]) / 3 < 0.8 * sum(curve[:3]) / 3, curve
+    assert len(list((tmp_path / "out").glob("epoch-*/heads.safetensors"))) == 10
