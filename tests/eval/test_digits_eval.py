@@ -107,3 +107,22 @@ def test_sfumato_eval_digits_runs_end_to_end_with_a_tiny_random_pipeline(example
     assert 0.0 <= report["accuracy"] <= 1.0
     # Random weights draw noise, far from real digits.
     assert report["frechet_distance"] > 10 * report["real_train_vs_test_frechet_distance"]
+
+
+def test_sfumato_eval_digits_takes_a_built_in_model_by_name(example_spec, tmp_path, monkeypatch, capsys):
+    (tmp_path / "acme_digits.py").write_text(
+        "import sfumato\nSFUMATO_PLUGIN_API = 1\n"
+        "@sfumato.hookimpl\ndef register_models(register):\n"
+        f"    register('acme.digits', {example_spec('tiny-pixel-classes')!r}, description='tiny random digits')\n"
+    )
+    (tmp_path / "registry.toml").write_text('[plugins]\nacme = "acme_digits"\n')
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["eval", "digits", "--model", "acme.digits", "--set", "scheduler.steps=1", "--per-class", "1",
+                     "--out", "digits.json", "--no-progress"]) == 0
+        report = json.loads((tmp_path / "digits.json").read_text())
+        assert report["model"] == "acme.digits" and report["generated"] == 10
+        assert main(["eval", "digits", "--model", "nope"]) == 2
+        assert "unknown model 'nope'" in capsys.readouterr().err
+    finally:
+        sfumato.set_registry(None)
