@@ -42,8 +42,8 @@ def test_the_classifier_reads_any_size_and_one_or_three_channels(classifier, tes
 
 
 def test_a_short_training_run_already_classifies_well():
-    """The recipe (the full one is 30 epochs, ~7 s on one core) at a third of its length."""
-    _, test_accuracy = train_digits_classifier(epochs=10)
+    """The recipe (the full one is 30 epochs, ~7 s on one core) at a fifth of its length (0.958)."""
+    _, test_accuracy = train_digits_classifier(epochs=6)
     assert test_accuracy >= 0.9
 
 
