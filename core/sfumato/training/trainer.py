@@ -263,8 +263,9 @@ class Trainer:
             group["lr"] = lr
         totals: dict[str, Tensor] = {}
         for _ in range(accumulation):
-            batch = self.to_device(next(batches))
+            batch = next(batches)
             random = SampleRandom(self.settings.seed, batch["epoch"].tolist(), batch["index"].tolist(), self.device)
+            batch = self.to_device(batch)
             with self.autocast():
                 output = self.recipe.loss(batch, StepContext(self.step, random, self.device))
             loss, extra = output if isinstance(output, tuple) else (output, {})
