@@ -102,6 +102,12 @@ class NoiseSchedule:
         finite = self.finite_alphas_cumprod
         self.sigmas = ((1 - finite) / finite) ** 0.5  # (T,)
         self.log_sigmas = self.sigmas.log()
+        # What alpha_bar(t) reads for t in [i, i + 1), gathered in one lookup: alpha_bar_i and
+        # -2 log sigma at i and i + 1 (sigmoid(-2 log sigma) = 1 / (1 + sigma^2)). Scaling by -2 is
+        # exact, so interpolating these equals -2 times interpolating log sigma, bit for bit.
+        upper = torch.cat([self.log_sigmas[1:], self.log_sigmas[-1:]])
+        self._alpha_bar_rows = torch.stack([finite, -2 * self.log_sigmas, -2 * upper], dim=-1)  # (T, 3)
+        self._rows_on: dict[torch.device, Tensor] = {}
 
     @classmethod
     def from_spec(cls, spec: DiffusionSpec | dict) -> NoiseSchedule:
@@ -120,14 +126,14 @@ class NoiseSchedule:
     def alpha_bar(self, t: Tensor) -> Tensor:
         """``alphas_cumprod`` at (possibly fractional) timesteps ``t``; same shape as ``t``."""
         t = torch.as_tensor(t)
-        table = self.finite_alphas_cumprod.to(t.device)
-        low = t.floor().clamp(0, self.num_timesteps - 1)
+        rows = self._alpha_bar_rows
+        if rows.device != t.device:  # one copy per device, so the sampling loop moves nothing
+            rows = self._rows_on.setdefault(t.device, rows.to(t.device))
+        low = t.floor().clamp_(0, self.num_timesteps - 1)
         weight = (t - low).to(torch.float32)
-        low = low.long()
-        high = (low + 1).clamp(max=self.num_timesteps - 1)
-        log_sigma = torch.lerp(self.log_sigmas.to(t.device)[low], self.log_sigmas.to(t.device)[high], weight)
-        interpolated = torch.sigmoid(-2 * log_sigma)  # 1 / (1 + sigma^2)
-        return torch.where(weight == 0, table[low], interpolated)
+        exact, low_value, high_value = rows[low.long()].unbind(-1)  # alpha_bar, -2 log sigma at low and low + 1
+        interpolated = torch.lerp(low_value, high_value, weight).sigmoid_()  # 1 / (1 + sigma^2)
+        return torch.where(weight == 0, exact, interpolated)
 
     def sigma_at(self, t: Tensor) -> Tensor:
         """sigma at (possibly fractional) timesteps ``t``: the table value at integers, linear in
