@@ -33,8 +33,10 @@ def register_components(register):
 @sfumato.hookimpl
 def register_commands(cli):
     from .cli import register
+    from .tokenizer_cli import register as register_tokenizer
 
     register(cli)
+    register_tokenizer(cli)
 
 
 @sfumato.hookimpl

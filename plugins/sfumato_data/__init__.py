@@ -22,9 +22,9 @@ every Spec field are in docs/datasets.md.
 from __future__ import annotations
 
 import sfumato
+from sfumato import collate_examples
 
 from .cifar10 import Cifar10Dataset
-from .collate import collate_examples
 from .detect import detect_shapes
 from .digits import DigitsDataset
 from .digits_classifier import DigitsClassifier, load_digits_classifier, train_digits_classifier
