@@ -1,14 +1,16 @@
 """Multi-head attention, and the spatial self-attention block of pixel-space U-Nets.
 
 Attention runs through ``torch.nn.functional.scaled_dot_product_attention`` so PyTorch picks the
-fused (flash / memory-efficient) kernel for the device.
+fused (flash / memory-efficient) kernel for the device, and the projections of one input run as
+one matmul (q, k and v for self-attention; k and v of the context for cross-attention).
 """
 
 from __future__ import annotations
 
+import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch.nn.functional import scaled_dot_product_attention
+from torch.nn.functional import linear, scaled_dot_product_attention
 
 
 class Attention(nn.Module):
@@ -36,14 +38,26 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """:param x: ``[B, N, query_dim]``. :param context: ``[B, L, context_dim]``.
         :returns: ``[B, N, query_dim]``."""
-        context = x if context is None else context
-        q, k, v = (
-            rearrange(proj(src), "b n (h d) -> b h n d", h=self.heads)  # (B, heads, N or L, head_dim)
-            for proj, src in ((self.to_q, x), (self.to_k, context), (self.to_v, context))
-        )
+        if context is None:  # self-attention: q, k and v in one matmul
+            qkv = linear(x, *self._fused(self.to_q, self.to_k, self.to_v))  # (B, N, 3 * inner)
+            q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        else:  # cross-attention: k and v of the context in one matmul
+            q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+            kv = linear(context, *self._fused(self.to_k, self.to_v))  # (B, L, 2 * inner)
+            k, v = rearrange(kv, "b l (two h d) -> two b h l d", two=2, h=self.heads)
         out = scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
         out = rearrange(out, "b h n d -> b n (h d)")
         return self.to_out[1](self.to_out[0](out))
+
+
+    @staticmethod
+    def _fused(*projections: nn.Linear) -> tuple[Tensor, Tensor | None]:
+        """The weights (and biases) of several projections of one input stacked into one, so they
+        run as one matmul. The parameters stay separate (checkpoint keys are diffusers'); stacking
+        a few weight matrices costs far less than the matmuls it merges."""
+        weight = torch.cat([p.weight for p in projections])  # (k * inner, in)
+        bias = torch.cat([p.bias for p in projections]) if projections[0].bias is not None else None
+        return weight, bias
 
 
 class SpatialSelfAttention(Attention):
