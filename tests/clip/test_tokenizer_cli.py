@@ -1,0 +1,31 @@
+"""``sfumato tokenizer`` trains a caption tokenizer that a clip-text encoder then uses."""
+
+from __future__ import annotations
+
+import json
+
+import sfumato
+from sfumato.cli import main
+
+
+def test_tokenizer_command_trains_on_dataset_captions(tmp_path, capsys):
+    out = tmp_path / "tokenizer.json"
+    dataset = json.dumps({"type": "shapes", "length": 60, "resolution": 8})
+    assert main(["tokenizer", dataset, "--vocab-size", "320", "--context-length", "24", "--out", str(out)]) == 0
+    assert "distinct captions" in capsys.readouterr().out
+    encoder = sfumato.build("encoder", {
+        "type": "clip-text", "tokenizer": str(out),
+        "architecture": {"embed_dim": 16, "text": {"width": 16, "layers": 1, "heads": 2, "mlp_width": 32,
+                                                    "vocab_size": 320, "context_length": 24, "eos_token_id": 1},
+                         "vision": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "heads": 2, "mlp_width": 32}},
+    })
+    caption = sfumato.build("dataset", {"type": "shapes", "length": 60, "resolution": 8})[0]["caption"]
+    words = caption.replace(",", " ,").split()
+    # every word of the training captions became one token: start + words + end
+    assert int(encoder.tokenizer([caption]).mask.sum()) == len(words) + 2
+    assert encoder.encode(["a red circle"]).tokens.shape == (1, 24, 16)
+
+
+def test_tokenizer_command_rejects_bad_json(tmp_path, capsys):
+    assert main(["tokenizer", "{shapes}", "--out", str(tmp_path / "t.json")]) == 2
+    assert "not JSON" in capsys.readouterr().err
