@@ -11,12 +11,12 @@ from sfumato.cli import main
 def test_tokenizer_command_trains_on_dataset_captions(tmp_path, capsys):
     out = tmp_path / "tokenizer.json"
     dataset = json.dumps({"type": "shapes", "length": 60, "resolution": 8})
-    assert main(["tokenizer", dataset, "--vocab-size", "320", "--context-length", "24", "--out", str(out)]) == 0
+    assert main(["tokenizer", dataset, "--vocab-size", "640", "--context-length", "24", "--out", str(out)]) == 0
     assert "distinct captions" in capsys.readouterr().out
     encoder = sfumato.build("encoder", {
         "type": "clip-text", "tokenizer": str(out),
         "architecture": {"embed_dim": 16, "text": {"width": 16, "layers": 1, "heads": 2, "mlp_width": 32,
-                                                    "vocab_size": 320, "context_length": 24, "eos_token_id": 1},
+                                                    "vocab_size": 640, "context_length": 24, "eos_token_id": 1},
                          "vision": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "heads": 2, "mlp_width": 32}},
     })
     caption = sfumato.build("dataset", {"type": "shapes", "length": 60, "resolution": 8})[0]["caption"]
