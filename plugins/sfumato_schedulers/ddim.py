@@ -21,7 +21,7 @@ from pydantic import Field
 
 import sfumato
 
-from .spacing import StepOptions, spaced_timesteps
+from .spacing import StepOptions, keep_strength, spaced_timesteps
 from .thresholding import ThresholdingOptions, threshold_x0
 from .variance_preserving import variance_preserving_plan
 
@@ -45,16 +45,19 @@ class DDIM(sfumato.Scheduler):
         timesteps = spaced_timesteps(schedule.num_timesteps, steps, self.spec.spacing, self.spec.steps_offset).round()
         previous = timesteps - schedule.num_timesteps // steps
         final = 1.0 if self.spec.set_alpha_to_one else float(schedule.alphas_cumprod[0])
-        return variance_preserving_plan(schedule, timesteps, previous, final, strength)
+        plan = variance_preserving_plan(schedule, timesteps, previous, final, 1.0)
+        a_t, a_s = plan.extra["alpha_bar"], plan.extra["alpha_bar_prev"]  # (N,)
+        std = self.spec.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
+        # Eq. 12's coefficients for every step at once; a step only indexes them.
+        plan.extra.update(x0_coef=a_s.sqrt(), eps_coef=(1 - a_s - std**2).sqrt(), std=std)
+        return keep_strength(plan, strength)
 
     def step(self, model, x, plan, i, carry=None, noise=None):
-        a_t, a_s = plan.extra["alpha_bar"][i], plan.extra["alpha_bar_prev"][i]
         prediction = model(x, plan.timesteps[i].expand(x.shape[0]))
         x0 = threshold_x0(prediction.x0, self.spec)
-        std = self.spec.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
-        x = a_s.sqrt() * x0 + (1 - a_s - std**2).sqrt() * prediction.eps
+        x = plan.extra["x0_coef"][i] * x0 + plan.extra["eps_coef"][i] * prediction.eps
         if self.stochastic:
             if noise is None:
                 raise sfumato.SamplingError("ddim with eta > 0 is stochastic: step() needs `noise` shaped like x")
-            x = x + std * noise
+            x = x + plan.extra["std"][i] * noise
         return sfumato.StepResult(x, x0, {})

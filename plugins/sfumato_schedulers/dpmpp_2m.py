@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 
 import sfumato
 
@@ -44,13 +45,20 @@ class DPMSolverPlusPlus2M(SigmaSpaceScheduler):
         """Unit-variance noise in the variance-preserving space, as diffusers starts DPM-Solver."""
         return float((sigmas[0] ** 2 + 1).sqrt())
 
+    def step_tables(self, sigmas):
+        """Adds, per step, ``sigma_next / sigma``, ``expm1(-h)`` and the two weights of ``D``
+        (``1 + 1/(2r)`` and ``1/(2r)``; the first step's are unused)."""
+        log_sigmas = sigmas.log()  # (N + 1,); -inf for the final 0
+        h = log_sigmas[:-1] - log_sigmas[1:]  # (N,)
+        r = torch.cat([h.new_ones(1), (log_sigmas[:-2] - log_sigmas[1:-1]) / h[1:]])  # (N,)
+        return {**super().step_tables(sigmas), "sigma_ratio": sigmas[1:] / sigmas[:-1], "expm1": (-h).expm1(),
+                "weight": 1 + 1 / (2 * r), "previous_weight": 1 / (2 * r)}
+
     def step(self, model, x, plan, i, carry=None, noise=None):
-        sigma, sigma_next = plan.sigmas[i], plan.sigmas[i + 1]
         x0 = self.predict(model, x, plan, i).x0
-        h = sigma.log() - sigma_next.log()
+        tables = plan.extra if plan.extra and "expm1" in plan.extra else self.step_tables(plan.sigmas)
         denoised = x0
         if carry and i < len(plan) - 1:
-            r = (plan.sigmas[i - 1].log() - sigma.log()) / h
-            denoised = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * carry["denoised"]
-        x = (sigma_next / sigma) * x - (-h).expm1() * denoised
+            denoised = tables["weight"][i] * x0 - tables["previous_weight"][i] * carry["denoised"]
+        x = tables["sigma_ratio"][i] * x - tables["expm1"][i] * denoised
         return sfumato.StepResult(x, x0, {"denoised": x0})

@@ -24,6 +24,5 @@ class Euler(SigmaSpaceScheduler):
         type: Literal["euler"] = "euler"
 
     def step(self, model, x, plan, i, carry=None, noise=None):
-        sigma, sigma_next = plan.sigmas[i], plan.sigmas[i + 1]
         prediction = self.predict(model, x, plan, i)
-        return sfumato.StepResult(x + prediction.eps * (sigma_next - sigma), prediction.x0, {})
+        return sfumato.StepResult(x + prediction.eps * self.dsigma(plan, i), prediction.x0, {})

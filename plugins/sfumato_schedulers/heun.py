@@ -25,11 +25,11 @@ class Heun(SigmaSpaceScheduler):
         type: Literal["heun"] = "heun"
 
     def step(self, model, x, plan, i, carry=None, noise=None):
-        sigma, sigma_next = plan.sigmas[i], plan.sigmas[i + 1]
+        dsigma = self.dsigma(plan, i)
         prediction = self.predict(model, x, plan, i)
-        x_euler = x + prediction.eps * (sigma_next - sigma)  # eps = (x - x0) / sigma = dx/dsigma
+        x_euler = x + prediction.eps * dsigma  # eps = (x - x0) / sigma = dx/dsigma
         if i == len(plan) - 1:
             return sfumato.StepResult(x_euler, prediction.x0, {})
         trial = self.predict(model, x_euler, plan, i + 1)
-        x = x + (prediction.eps + trial.eps) / 2 * (sigma_next - sigma)
+        x = x + (prediction.eps + trial.eps) / 2 * dsigma
         return sfumato.StepResult(x, trial.x0, {})

@@ -59,8 +59,15 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
         else:
             timesteps, sigmas = respaced_sigmas(schedule, steps, self.spec.sigmas)
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])  # (N + 1,): every run ends clean
-        plan = sfumato.SamplingPlan(timesteps, sigmas, self.init_noise_sigma(sigmas), schedule)
+        plan = sfumato.SamplingPlan(timesteps, sigmas, self.init_noise_sigma(sigmas), schedule,
+                                    extra=self.step_tables(sigmas))
         return keep_strength(plan, strength)
+
+    def step_tables(self, sigmas: Tensor) -> dict[str, Tensor]:
+        """Per-step values computed once per plan, so a step only indexes them: the model-input
+        scale ``sqrt(sigma^2 + 1)`` ``[N + 1]`` and ``sigma_next - sigma`` ``[N]``. Subclasses may
+        add their own (each table's first axis is the step)."""
+        return {"input_scale": (sigmas**2 + 1).sqrt(), "dsigma": sigmas[1:] - sigmas[:-1]}
 
     def noised(self, x0, noise, plan, i):
         return x0 + plan.sigmas[i] * noise
@@ -71,6 +78,14 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
         Its ``eps`` is the ODE's derivative ``dx/dsigma = (x - x0) / sigma``; steps use it directly
         rather than differencing ``x - x0``, which loses every digit of x0 where sigma is large.
         """
-        sigma = plan.sigmas[i]
         t = plan.timesteps[i].expand(x.shape[0])
-        return model(x / (sigma**2 + 1).sqrt(), t)
+        if plan.extra and "input_scale" in plan.extra:
+            return model(x / plan.extra["input_scale"][i], t)
+        return model(x / (plan.sigmas[i] ** 2 + 1).sqrt(), t)  # a plan built by hand
+
+    @staticmethod
+    def dsigma(plan: sfumato.SamplingPlan, i: int) -> Tensor:
+        """``sigma_next - sigma`` of step ``i`` (negative: sampling goes down in sigma)."""
+        if plan.extra and "dsigma" in plan.extra:
+            return plan.extra["dsigma"][i]
+        return plan.sigmas[i + 1] - plan.sigmas[i]
