@@ -21,7 +21,7 @@ from sfumato_clip.tokenizer import clip_vocabulary
 #: U-Net of a small pixel-space, class-conditional model (a built-in-sized digits/shapes model).
 UNET_PIXEL = {
     "full": dict(
-        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(64, 128, 128), layers_per_block=2,
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=2,
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=32, norm_num_groups=32, num_class_embeds=11,
@@ -36,7 +36,7 @@ UNET_PIXEL = {
 #: per block, 8 heads) at small widths.
 UNET_SD = {
     "full": dict(
-        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(64, 128, 128, 128), layers_per_block=2,
+        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64, 64), layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         cross_attention_dim=128, attention_head_dim=8, norm_num_groups=32,
@@ -84,6 +84,8 @@ SD_TEXT = {
     "tiny": dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                  max_position_embeddings=77, hidden_act="quick_gelu"),
 }
+#: The text-to-image pipeline's U-Net: unet-sd's, cross-attending to the text model's states.
+SD_UNET = {size: dict(UNET_SD[size], cross_attention_dim=SD_TEXT[size]["hidden_size"]) for size in UNET_SD}
 #: The text-to-image pipeline's autoencoder: two stages (downscale 2), so 32x32 latents are 64x64 images.
 SD_VAE = {
     "full": dict(VAE["full"], block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -177,8 +179,7 @@ def sd_folder(root: Path, size: str) -> Path:
         write_tokenizer_files(folder / "tokenizer")
         torch.manual_seed(0)
         pipe = diffusers.StableDiffusionPipeline(
-            unet=perturbed(diffusers.UNet2DConditionModel(**{**UNET_SD[size], "cross_attention_dim":
-                                                             SD_TEXT[size]["hidden_size"]}), seed=1),
+            unet=perturbed(diffusers.UNet2DConditionModel(**SD_UNET[size]), seed=1),
             vae=perturbed(diffusers.AutoencoderKL(**SD_VAE[size]), seed=2),
             text_encoder=perturbed(transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD_TEXT[size], **CLIP_TOKENS)),
                                    seed=3),
