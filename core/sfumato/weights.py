@@ -36,6 +36,9 @@ def atomic_write(path: str | Path, write: Any) -> Path:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a saved file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
