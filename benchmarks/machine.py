@@ -50,7 +50,7 @@ def describe() -> dict:
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),  # the workers use the same number
         "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
         "bf16": bf16_supported(),
         "python": platform.python_version(),

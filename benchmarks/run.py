@@ -32,12 +32,21 @@ def run_worker(case: str, mode: str, args: argparse.Namespace, root: Path) -> di
                "--size", args.size, "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     if args.variants:
         command += ["--variants", args.variants]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     env = {**os.environ, **(MEMORY_ENV if mode == "memory" else {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
         return {"error": f"worker exited with {done.returncode}: {done.stderr[-2000:]}"}
     return json.loads(lines[-1])
+
+
+def write_json(path: Path, results: dict) -> None:
+    """Write ``results``; the suite rewrites its file after every case, so a stopped run keeps
+    what it measured (marked ``partial``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def merge(timed: list[dict], memory: list[dict]) -> list[dict]:
@@ -59,11 +68,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", choices=["full", "tiny"], default="full")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (0: torch's default, one per core). One by default: on a shared "
+                        "machine, a multi-threaded op waits at every barrier for its slowest thread, and a "
+                        "descheduled thread turns milliseconds into tens of milliseconds")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory workers")
     parser.add_argument("--weights", type=Path, default=None, help="folder for the saved reference weights")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = machine.describe()
     info["matmul_peak_flops"] = {"float32": machine.matmul_peak(torch.float32)}
     if info["bf16"]:
@@ -83,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
                 memory += result.get("rows", [])
                 if "error" in result:
                     errors[f"{case} (memory)"] = result["error"]
+            write_json(args.out, {"partial": True, "machine": info, "rows": merge(rows, memory), "errors": errors})
     info["load_average_end"] = machine.load_average()
     info["duration_s"] = round(time.perf_counter() - started, 1)
     for row in rows:
@@ -92,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = {"command": command, "machine": info, "size": args.size, "warmup": args.warmup,
                "repeats": args.repeats, "rows": merge(rows, memory), "errors": errors}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, results)
     if args.doc is not None:
         write_report(results, args.doc)
     for name, error in errors.items():
