@@ -40,6 +40,10 @@ def test_wheel_contains_core_plugins_and_manifest(wheel):
     for module in MANIFEST.values():
         assert f"{module}/__init__.py" in names, f"{module} missing from the wheel"
     assert "sfumato/testing/conformance.py" in names
+    for shipped in ("sfumato_models/shapes/spec.toml", "sfumato_models/shapes/unet.safetensors",
+                    "sfumato_models/shapes/tokenizer.json", "sfumato_clip/bpe_simple_vocab_16e6.txt.gz",
+                    "sfumato_unet/configs/sd15.json", "sfumato_vae/configs/sd1_vae.json"):
+        assert shipped in names, f"{shipped} missing from the wheel"
     assert not any(n.startswith(("core/", "plugins/")) for n in names), "no top-level core/plugins packages"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "sfumato = sfumato.cli:main" in entry_points

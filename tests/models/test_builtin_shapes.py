@@ -1,0 +1,62 @@
+"""The built-in `shapes` model: registered, small, offline, replayable, and it draws what it is
+asked for (colour of a single object, judged by the shapes detector)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sfumato
+import sfumato_models
+from sfumato.cli import main
+from sfumato.outputs import read_lock
+from sfumato_data import detect_shapes
+
+MODEL = Path(sfumato_models.__file__).parent / "shapes"
+
+
+@pytest.fixture(autouse=True)
+def default_registry():
+    sfumato.set_registry(None)
+    yield
+    sfumato.set_registry(None)
+
+
+def test_shapes_is_a_registered_builtin_model(capsys):
+    entry = sfumato.get_registry().model("shapes")
+    assert entry.spec_path == MODEL / "spec.toml" and entry.plugin == "models"
+    assert main(["models"]) == 0 and "shapes" in capsys.readouterr().out
+
+
+def test_weights_ship_as_float16_within_the_size_budget():
+    files = sorted(MODEL.glob("*.safetensors"))
+    assert {f.name for f in files} == {"text_encoder.safetensors", "image_encoder.safetensors",
+                                       "vae.safetensors", "unet.safetensors"}
+    assert sum(f.stat().st_size for f in files) < 30e6
+    for f in files:
+        assert all(t.dtype == torch.float16 for t in sfumato.load_weights(f).values() if t.is_floating_point())
+        assert sfumato.read_component_spec(f) is not None  # each file says what it holds
+
+
+def test_generate_with_the_default_model_and_replay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a red circle above a blue square", "--out", "a.png", "--steps", "8", "--no-progress"]) == 0
+    image = Image.open("a.png")
+    assert image.size == (64, 64)
+    assert read_lock("a.png")["arguments"]["prompt"] == "a red circle above a blue square"
+    assert main(["generate", "--from", "a.png", "--out", "b.png", "--no-progress"]) == 0
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open("b.png")))
+
+
+@pytest.mark.parametrize("colour", ["red", "blue", "green"])
+def test_a_single_object_has_the_colour_asked_for(colour):
+    # measured with seed 0: red 6/8, blue 5/8, green 8/8 (chance is about 1/8); light colours
+    # (yellow, orange, pink) fade in the small VAE and are not detected at all: see MODEL_CARD.md
+    pipe = sfumato.load_pipeline("shapes")
+    result = pipe(f"a {colour} circle", num_images=8, seed=0, progress=False)
+    hits = sum(any(obj["color"] == colour for obj in detect_shapes(image)) for image in result.images)
+    assert hits >= 4, f"{hits}/8 images show a {colour} object"
