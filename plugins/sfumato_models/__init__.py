@@ -17,6 +17,7 @@ SFUMATO_PLUGIN_API = 1
 HERE = Path(__file__).parent
 MODELS = {
     "shapes": "latent text-to-image of coloured circles, squares and triangles (64x64)",
+    "digits": "class-conditional pixel diffusion of handwritten digits 0-9 (16x16)",
 }
 
 
