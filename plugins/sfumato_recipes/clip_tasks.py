@@ -8,37 +8,59 @@ from typing import Any, Literal
 import sfumato
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from .contrastive import ProjectionHead, Temperature, info_nce
+from .contrastive import ProjectionHead, Temperature, caption_groups, info_nce
 from .batches import require_field
 
 
 class CLIPRecipe(sfumato.Recipe):
-    """Symmetric InfoNCE between the pooled embeddings of matching images and captions."""
+    """Symmetric InfoNCE between the pooled embeddings of matching images and captions; a locked
+    tower is frozen (LiT, Zhai et al. 2022, https://arxiv.org/abs/2111.07991, locks the image
+    tower; locking the text tower instead trains a new image tower for an existing text encoder)."""
 
-    def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, temperature: Temperature):
-        super().__init__({"text_encoder": text_encoder, "image_encoder": image_encoder, "temperature": temperature})
-        self.text_encoder, self.image_encoder, self.temperature = text_encoder, image_encoder, temperature
+    def __init__(self, spec: Any, text_encoder: nn.Module, image_encoder: nn.Module, temperature: Temperature):
+        trainable: dict[str, nn.Module] = {}
+        frozen: dict[str, nn.Module] = {}
+        for name, module, train in (("text_encoder", text_encoder, spec.train_text),
+                                    ("image_encoder", image_encoder, spec.train_image)):
+            (trainable if train else frozen)[name] = module
+        super().__init__({**trainable, "temperature": temperature}, frozen)
+        self.spec, self.text_encoder, self.image_encoder, self.temperature = spec, text_encoder, image_encoder, temperature
 
     def loss(self, batch: dict[str, Any], ctx: sfumato.StepContext):
         captions = require_field(batch, "caption", "train-clip")
-        image_embeds = self.image_encoder.encode(batch["image"]).pooled  # (B, E)
-        text_embeds = self.text_encoder.encode(captions).pooled  # (B, E)
-        loss, accuracy = info_nce(image_embeds, text_embeds, self.temperature())
+        with torch.set_grad_enabled(self.spec.train_image and torch.is_grad_enabled()):
+            image_embeds = self.image_encoder.encode(batch["image"]).pooled  # (B, E)
+        with torch.set_grad_enabled(self.spec.train_text and torch.is_grad_enabled()):
+            text_embeds = self.text_encoder.encode(captions).pooled  # (B, E)
+        groups = caption_groups(captions, image_embeds.device) if self.spec.duplicate_captions == "positives" else None
+        loss, accuracy = info_nce(image_embeds, text_embeds, self.temperature(), groups)
         return loss, {"accuracy": accuracy, "logit_scale": self.temperature().detach()}
 
 
 class TrainCLIP(sfumato.TrainingTask):
-    """CLIP from scratch: both ``[text_encoder]`` and ``[image_encoder]`` train, with a learnable
-    temperature (saved as ``temperature.safetensors``), on a dataset with captions."""
+    """CLIP from scratch: ``[text_encoder]`` and ``[image_encoder]`` train (either can be locked),
+    with a learnable temperature (saved as ``temperature.safetensors``), on a dataset with captions."""
 
     required = ("text_encoder", "image_encoder")
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["train-clip"] = "train-clip"
         logit_scale_init: float = Field(math.log(1 / 0.07), description="Initial log logit scale (temperature 0.07).")
+        duplicate_captions: Literal["positives", "negatives"] = Field(
+            "positives", description="Identical captions in a batch: 'positives' counts every such pair as a match "
+            "(multi-positive InfoNCE; for datasets whose captions repeat), 'negatives' is CLIP's plain loss."
+        )
+        train_text: bool = Field(True, description="Train the text tower (False: locked, it needs weights).")
+        train_image: bool = Field(True, description="Train the image tower (False: locked, it needs weights).")
+
+        @model_validator(mode="after")
+        def _something_trains(self):
+            if not (self.train_text or self.train_image):
+                raise ValueError("train_text and train_image are both false: nothing would train")
+            return self
 
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -48,7 +70,14 @@ class TrainCLIP(sfumato.TrainingTask):
                 "lr_schedule": "cosine"}
 
     def recipe(self, setup: sfumato.TrainSetup) -> CLIPRecipe:
-        return CLIPRecipe(setup.build("text_encoder"), setup.build("image_encoder"), Temperature(self.spec.logit_scale_init))
+        towers = {}
+        for table, train in (("text_encoder", self.spec.train_text), ("image_encoder", self.spec.train_image)):
+            tower = towers[table] = setup.build(table)
+            if not train and getattr(getattr(tower, "spec", None), "weights", None) is None:
+                raise sfumato.SpecError(f"[task] locks the {table} (train_{table.split('_')[0]} = false) but "
+                                        f"[{table}] has no weights: a locked random tower teaches nothing")
+        return CLIPRecipe(self.spec, towers["text_encoder"], towers["image_encoder"],
+                          Temperature(self.spec.logit_scale_init))
 
 
 class FinetuneHeads(nn.Module):

@@ -145,3 +145,57 @@ def test_flickr8k_finetune_learns_caption_matching(tmp_path):
     curve = losses(result)
     assert sum(curve[-3:]) / 3 < 0.8 * sum(curve[:3]) / 3, curve
     assert len(list((tmp_path / "out").glob("epoch-*/heads.safetensors"))) == 10
+
+
+def test_info_nce_with_distinct_groups_is_the_plain_loss():
+    from sfumato_recipes.contrastive import caption_groups, info_nce
+
+    torch.manual_seed(0)
+    images, texts, scale = torch.randn(5, 8), torch.randn(5, 8), torch.tensor(12.0)
+    groups = caption_groups(["a", "b", "c", "d", "e"])
+    plain, grouped = info_nce(images, texts, scale), info_nce(images, texts, scale, groups)
+    assert torch.allclose(plain[0], grouped[0], atol=1e-6) and plain[1] == grouped[1]
+
+
+def test_info_nce_counts_identical_captions_as_positives():
+    """Two pairs of duplicates embedded perfectly: plain InfoNCE calls half the retrievals wrong
+    and its gradient pulls duplicates apart; grouped, every retrieval is right and the loss sits at
+    its minimum (the entropy of the uniform target over two positives, log 2)."""
+    from sfumato_recipes.contrastive import caption_groups, info_nce
+
+    e = torch.eye(2, 8)
+    images = torch.stack([e[0], e[0], e[1], e[1]]).requires_grad_()
+    texts = images.detach().clone()
+    groups = caption_groups(["a digit 1", "a digit 1", "a digit 2", "a digit 2"])
+    loss, accuracy = info_nce(images, texts, torch.tensor(100.0), groups)
+    assert accuracy.item() == 1.0 and abs(loss.item() - math.log(2)) < 1e-4
+    loss.backward()
+    assert images.grad.abs().max().item() < 1e-4  # nothing to push apart
+    assert info_nce(images.detach(), texts, torch.tensor(100.0))[1].item() == 0.5
+    swapped = texts[[2, 3, 0, 1]]  # every caption now sits with the other digit's images
+    assert info_nce(images.detach(), swapped, torch.tensor(100.0), groups)[0].item() > 50
+
+
+def test_train_clip_can_lock_the_text_tower(class_folder, tmp_path):
+    """A locked text tower (from weights) stays bitwise unchanged and is not saved; the image
+    tower and the temperature train."""
+    text = sfumato.build("encoder", CLIP_TEXT)
+    sfumato.save_component(text, tmp_path / "text.safetensors")
+    before = {k: v.clone() for k, v in text.state_dict().items()}
+    tables = {"text_encoder": {**CLIP_TEXT, "weights": str(tmp_path / "text.safetensors")}, "image_encoder": CLIP_IMAGE,
+              "train": {"lr_schedule": "constant"}}
+    result = run(train_spec({"type": "train-clip", "train_text": False}, class_folder, steps=6, **tables), tmp_path / "run")
+    assert set(result.weights) == {"image_encoder", "temperature"}
+    reloaded = sfumato.load_weights(tmp_path / "text.safetensors")
+    assert all(torch.equal(before[k], reloaded[k]) for k in before)
+    curve = losses(result)
+    assert curve[-1] < curve[0]
+
+
+def test_train_clip_refuses_a_locked_random_tower_and_locking_both(class_folder, tmp_path):
+    tables = {"text_encoder": CLIP_TEXT, "image_encoder": CLIP_IMAGE}
+    with pytest.raises(sfumato.SpecError, match="no weights"):
+        run(train_spec({"type": "train-clip", "train_image": False}, class_folder, **tables), tmp_path)
+    with pytest.raises(Exception, match="nothing would train"):
+        run(train_spec({"type": "train-clip", "train_text": False, "train_image": False}, class_folder, **tables),
+            tmp_path)
