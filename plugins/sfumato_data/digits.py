@@ -31,9 +31,13 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
 
 
+#: The caption of a digit, ``{}`` standing for it; text-conditional digits models are prompted with it.
+CAPTION_TEMPLATE = "a handwritten digit {}"
+
+
 def digit_caption(label: int) -> str:
     """``"a handwritten digit 3"``."""
-    return f"a handwritten digit {label}"
+    return CAPTION_TEMPLATE.format(label)
 
 
 class DigitsDataset(sfumato.Dataset):

@@ -1,5 +1,6 @@
 """``sfumato eval digits``: the shipped classifier, the Frechet distance (closed forms, scipy, real
-vs real and real vs noise) and the command end to end with a tiny random class-conditional model."""
+vs real and real vs noise) and the command end to end with tiny random class- and text-conditional
+models."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from sfumato.cli import main
 from sfumato_data import DigitsDataset
 from sfumato_data.digits_classifier import WEIGHTS, accuracy, load_digits_classifier, train_digits_classifier
-from sfumato_data.digits_eval import classifier_features, evaluate_digits
+from sfumato_data.digits_eval import check_template, classifier_features, evaluate_digits, generate_digits
 from sfumato_data.frechet import feature_frechet_distance, frechet_distance, gaussian_statistics
 
 
@@ -126,3 +127,50 @@ def test_sfumato_eval_digits_takes_a_built_in_model_by_name(example_spec, tmp_pa
         assert "unknown model 'nope'" in capsys.readouterr().err
     finally:
         sfumato.set_registry(None)
+
+
+class _DrawsRealDigits:
+    """A stand-in text-to-image pipeline that draws a real test digit of the digit its prompt names
+    (the last word), and records the prompts it was given."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels, self.prompts = images, labels, []
+
+    def __call__(self, prompt, seed, num_images, progress):
+        self.prompts.append(prompt)
+        chosen = self.images[self.labels == int(prompt.split()[-1])][:num_images]
+        return sfumato.GenerationResult(images=sfumato.to_pil(chosen), latents=chosen, seed=seed)
+
+
+def test_a_text_conditional_model_is_asked_for_each_digit_by_prompt(test_digits):
+    images, labels = test_digits
+    pipe = _DrawsRealDigits(images, labels)
+    generated, asked = generate_digits(pipe, per_class=3, template="a handwritten digit {}", progress=False)
+    assert pipe.prompts == [f"a handwritten digit {c}" for c in range(10)]
+    assert asked.tolist() == [c for c in range(10) for _ in range(3)]
+    assert evaluate_digits(generated, asked)["accuracy"] >= 0.9  # real digits of the prompted class
+
+
+@pytest.mark.parametrize("template", ["a handwritten digit", "digit {} or {}", "digit {0}", "a {} {name}"])
+def test_a_prompt_template_must_name_the_digit_once(template):
+    with pytest.raises(sfumato.SpecError, match="exactly once"):
+        check_template(template)
+
+
+def test_sfumato_eval_digits_prompts_a_text_to_image_model_with_the_dataset_caption(example_spec, tmp_path, capsys):
+    spec = example_spec("tiny-text-to-image")
+    out = tmp_path / "digits.json"
+    assert main(["eval", "digits", "--spec", spec, "--set", "scheduler.steps=1", "--per-class", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["prompt"] == "a handwritten digit {}" and report["generated"] == 10
+    # an explicit template; a class-conditional model is asked by label unless one is given
+    assert main(["eval", "digits", "--spec", spec, "--set", "scheduler.steps=1", "--per-class", "1",
+                 "--prompt", "the digit {}", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["prompt"] == "the digit {}"
+    assert main(["eval", "digits", "--spec", example_spec("tiny-pixel-classes"), "--set", "scheduler.steps=1",
+                 "--per-class", "1", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["prompt"] is None
+    capsys.readouterr()
+    assert main(["eval", "digits", "--spec", spec, "--prompt", "a handwritten digit", "--no-progress"]) == 2
+    assert "exactly once" in capsys.readouterr().err
