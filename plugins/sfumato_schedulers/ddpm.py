@@ -20,7 +20,7 @@ from pydantic import Field
 
 import sfumato
 
-from .spacing import StepOptions, spaced_timesteps
+from .spacing import StepOptions, keep_strength, spaced_timesteps
 from .thresholding import ThresholdingOptions, threshold_x0
 from .variance_preserving import variance_preserving_plan
 
@@ -47,20 +47,29 @@ class DDPM(sfumato.Scheduler):
             schedule.num_timesteps, steps or self.spec.steps, self.spec.spacing, self.spec.steps_offset
         ).round()
         previous = np.append(timesteps[1:], -1)  # each step lands on the next planned timestep
-        return variance_preserving_plan(schedule, timesteps, previous, 1.0, strength)
+        plan = variance_preserving_plan(schedule, timesteps, previous, 1.0, 1.0)
+        plan.extra.update(self.step_tables(plan.timesteps, plan.extra["alpha_bar"], plan.extra["alpha_bar_prev"]))
+        return keep_strength(plan, strength)
 
-    def step(self, model, x, plan, i, carry=None, noise=None):
-        if noise is None:
-            raise sfumato.SamplingError("ddpm is stochastic: step() needs `noise` shaped like x")
-        t = plan.timesteps[i]
-        a_t, a_s = plan.extra["alpha_bar"][i], plan.extra["alpha_bar_prev"][i]
-        x0 = threshold_x0(model(x, t.expand(x.shape[0])).x0, self.spec)
+    def step_tables(self, t, a_t, a_s) -> dict[str, torch.Tensor]:
+        """The posterior's coefficients for every step at once (``[N]`` each), so a step only
+        indexes them: ``mean = x0_coef * x0 + xt_coef * x_t`` and ``std``."""
         alpha_t = a_t / a_s  # the alpha of this (possibly multi-timestep) transition
         beta_t = 1 - alpha_t
-        mean = (a_s.sqrt() * beta_t / (1 - a_t)) * x0 + (alpha_t.sqrt() * (1 - a_s) / (1 - a_t)) * x
         if self.spec.variance == "fixed_small":
             variance = ((1 - a_s) / (1 - a_t) * beta_t).clamp(min=1e-20)
         else:
             variance = beta_t
-        std = torch.where(t > 0, variance.sqrt(), torch.zeros_like(variance))
-        return sfumato.StepResult(mean + std * noise, x0, {})
+        return {
+            "x0_coef": a_s.sqrt() * beta_t / (1 - a_t),
+            "xt_coef": alpha_t.sqrt() * (1 - a_s) / (1 - a_t),
+            "std": torch.where(t > 0, variance.sqrt(), torch.zeros_like(variance)),  # none at timestep 0
+        }
+
+    def step(self, model, x, plan, i, carry=None, noise=None):
+        if noise is None:
+            raise sfumato.SamplingError("ddpm is stochastic: step() needs `noise` shaped like x")
+        x0 = threshold_x0(model(x, plan.timesteps[i].expand(x.shape[0])).x0, self.spec)
+        extra = plan.extra
+        mean = extra["x0_coef"][i] * x0 + extra["xt_coef"][i] * x
+        return sfumato.StepResult(torch.addcmul(mean, extra["std"][i], noise), x0, {})

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
+
 import sfumato
 
 from .sigma_space import SigmaSpaceScheduler
@@ -25,4 +27,4 @@ class Euler(SigmaSpaceScheduler):
 
     def step(self, model, x, plan, i, carry=None, noise=None):
         prediction = self.predict(model, x, plan, i)
-        return sfumato.StepResult(x + prediction.eps * self.dsigma(plan, i), prediction.x0, {})
+        return sfumato.StepResult(torch.addcmul(x, prediction.eps, self.dsigma(plan, i)), prediction.x0, {})

@@ -31,13 +31,18 @@ class EulerAncestral(SigmaSpaceScheduler):
         type: Literal["euler-ancestral"] = "euler-ancestral"
         eta: float = Field(1.0, ge=0, description="Weight of the fresh noise: 1 is ancestral sampling, 0 is Euler.")
 
-    def step(self, model, x, plan, i, carry=None, noise=None):
-        if noise is None:
-            raise sfumato.SamplingError("euler-ancestral is stochastic: step() needs `noise` shaped like x")
-        sigma, sigma_next = plan.sigmas[i], plan.sigmas[i + 1]
-        prediction = self.predict(model, x, plan, i)
+    def step_tables(self, sigmas):
+        """Adds ``sigma_up`` and ``sigma_down - sigma`` per step (``[N]``), computed once per plan."""
+        sigma, sigma_next = sigmas[:-1], sigmas[1:]
         sigma_up = self.spec.eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2).sqrt()
         sigma_up = torch.minimum(sigma_next, sigma_up)
         sigma_down = (sigma_next**2 - sigma_up**2).sqrt()
-        x = x + prediction.eps * (sigma_down - sigma)  # eps = (x - x0) / sigma
-        return sfumato.StepResult(x + sigma_up * noise, prediction.x0, {})
+        return {**super().step_tables(sigmas), "sigma_up": sigma_up, "down_step": sigma_down - sigma}
+
+    def step(self, model, x, plan, i, carry=None, noise=None):
+        if noise is None:
+            raise sfumato.SamplingError("euler-ancestral is stochastic: step() needs `noise` shaped like x")
+        prediction = self.predict(model, x, plan, i)
+        extra = plan.extra if plan.extra and "sigma_up" in plan.extra else self.step_tables(plan.sigmas)
+        x = torch.addcmul(x, prediction.eps, extra["down_step"][i])  # eps = (x - x0) / sigma
+        return sfumato.StepResult(torch.addcmul(x, extra["sigma_up"][i], noise), prediction.x0, {})
