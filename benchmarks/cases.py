@@ -27,16 +27,19 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 @dataclass(frozen=True)
 class Variant:
     """:param dtype: sfumato's ``[runtime] dtype``. :param reference_dtype: the reference's dtype.
-    :param compile: ``[runtime] compile`` (the denoiser). :param channels_last: ``[runtime] channels_last``."""
+    :param compile: ``[runtime] compile`` (the denoiser). :param channels_last: ``[runtime] channels_last``.
+    :param autocast: ``[runtime] autocast`` (float32 weights, operations in this dtype)."""
 
     name: str
     dtype: str = "float32"
     reference_dtype: str = "float32"
     compile: bool = False
     channels_last: bool = False
+    autocast: str = "none"
 
     def runtime(self) -> dict[str, Any]:
-        return {"device": "cpu", "dtype": self.dtype, "compile": self.compile, "channels_last": self.channels_last}
+        return {"device": "cpu", "dtype": self.dtype, "compile": self.compile, "channels_last": self.channels_last,
+                "autocast": self.autocast}
 
 
 VARIANTS = {
@@ -44,6 +47,7 @@ VARIANTS = {
     "bf16": Variant("bf16", "bfloat16", "bfloat16"),
     "compiled": Variant("compiled", compile=True, channels_last=True),
     "compiled-bf16": Variant("compiled-bf16", "bfloat16", compile=True, channels_last=True),
+    "autocast-bf16": Variant("autocast-bf16", autocast="bfloat16"),
 }
 
 
@@ -96,14 +100,16 @@ def _outputs(ours: Callable[[], Any], theirs: Callable[[], Any]):
 def unet_pixel(root: Path, size: str, variant: Variant) -> dict[str, Pair]:
     config = references.UNET_PIXEL[size]
     folder = references.unet_folder(root, f"unet-pixel-{size}", config)
-    ours, theirs = _denoiser_pipeline(folder, variant).denoiser, _reference_unet(folder, variant)
+    pipe = _denoiser_pipeline(folder, variant)
+    ours, theirs = pipe.denoiser, _reference_unet(folder, variant)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, config["in_channels"], config["sample_size"], config["sample_size"], generator=g)
     t, labels = torch.tensor([999.0, 500.0]), torch.tensor([3, 7])
     cond = sfumato.Conditioning(labels=labels)
 
     def call_ours():
-        return ours(x.to(DTYPES[variant.dtype]), t, cond)
+        with pipe.spec.runtime.autocast_context(pipe.device):  # what a pipeline call enters
+            return ours(x.to(DTYPES[variant.dtype]), t, cond)
 
     def call_theirs():
         return theirs(x.to(DTYPES[variant.reference_dtype]), t, class_labels=labels).sample
@@ -115,7 +121,8 @@ def unet_pixel(root: Path, size: str, variant: Variant) -> dict[str, Pair]:
 def unet_sd(root: Path, size: str, variant: Variant) -> dict[str, Pair]:
     config = references.UNET_SD[size]
     folder = references.unet_folder(root, f"unet-sd-{size}", config)
-    ours, theirs = _denoiser_pipeline(folder, variant).denoiser, _reference_unet(folder, variant)
+    pipe = _denoiser_pipeline(folder, variant)
+    ours, theirs = pipe.denoiser, _reference_unet(folder, variant)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, config["sample_size"], config["sample_size"], generator=g)
     t = torch.tensor([999.0, 500.0])
@@ -123,7 +130,8 @@ def unet_sd(root: Path, size: str, variant: Variant) -> dict[str, Pair]:
     cond = sfumato.Conditioning(tokens=tokens)
 
     def call_ours():
-        return ours(x.to(DTYPES[variant.dtype]), t, cond)
+        with pipe.spec.runtime.autocast_context(pipe.device):
+            return ours(x.to(DTYPES[variant.dtype]), t, cond)
 
     def call_theirs():
         dtype = DTYPES[variant.reference_dtype]
@@ -339,15 +347,15 @@ def text_to_image(root: Path, size: str, variant: Variant) -> dict[str, Pair]:
 CASES = {
     case.name: case for case in (
         Case("unet-pixel", "U-Net forward, pixel-space class-conditional model, 32x32, batch 2", unet_pixel,
-             ("fp32", "bf16", "compiled", "compiled-bf16")),
+             ("fp32", "bf16", "compiled", "compiled-bf16", "autocast-bf16")),
         Case("unet-sd", "U-Net forward, SD 1.x topology, 32x32 latents, 77 tokens, batch 2", unet_sd,
-             ("fp32", "bf16", "compiled-bf16")),
+             ("fp32", "bf16", "compiled-bf16", "autocast-bf16")),
         Case("vae-decode", "KL-VAE decode, SD 1.x topology (downscale 8), 32x32 latents, batch 1", vae_decode),
         Case("clip-text", "CLIP text tower + projection, 16 captions x 77 tokens", clip_text),
         Case("clip-image", "CLIP vision tower + projection, 16 images 128x128, patch 16", clip_image),
         Case("clip-train", "CLIP training step (contrastive loss, backward, AdamW), batch 16", clip_train, ("fp32",)),
         Case("schedulers", "sampler overhead per step (trivial model, [1, 4, 8, 8], 50 steps)", schedulers, ("fp32",)),
         Case("text-to-image", "text-to-image, 32x32 (16x16 latents), 20 DDIM steps, CFG 7.5", text_to_image,
-             ("fp32", "compiled-bf16"), max_repeats=3),
+             ("fp32", "compiled-bf16", "autocast-bf16"), max_repeats=3),
     )
 }

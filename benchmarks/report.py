@@ -14,11 +14,11 @@ TARGETS = [
     ("U-Net step, eager fp32 (unet-pixel)", ("unet-pixel", ("fp32",)), 0.9),
     ("text-to-image, eager fp32", ("text-to-image", ("fp32",)), 0.9),
     ("U-Net step, fastest sfumato options vs diffusers eager fp32 (unet-sd)",
-     ("unet-sd", ("compiled", "compiled-bf16")), 1 / 1.5),
+     ("unet-sd", ("compiled", "compiled-bf16", "autocast-bf16")), 1 / 1.5),
     ("U-Net step, fastest sfumato options vs diffusers eager fp32 (unet-pixel)",
-     ("unet-pixel", ("compiled", "compiled-bf16")), 1 / 1.5),
+     ("unet-pixel", ("compiled", "compiled-bf16", "autocast-bf16")), 1 / 1.5),
     ("text-to-image, fastest sfumato options vs diffusers eager fp32",
-     ("text-to-image", ("compiled", "compiled-bf16")), 1 / 1.5),
+     ("text-to-image", ("compiled", "compiled-bf16", "autocast-bf16")), 1 / 1.5),
 ]
 
 

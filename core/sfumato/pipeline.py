@@ -112,7 +112,8 @@ class Pipeline:
         if task is None:
             raise SpecError("this pipeline's spec has no task; set task = \"text-to-image\" (or another "
                             f"registered task: {', '.join(self.registry.types('task'))})", source=self.source)
-        return task.run(self, *args, **kwargs)
+        with self.spec.runtime.autocast_context(self.device):
+            return task.run(self, *args, **kwargs)
 
     def __repr__(self) -> str:
         parts = [f"{t}={type(c).__name__}" for t, c in self.components.items()]

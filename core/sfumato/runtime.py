@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -20,10 +20,28 @@ class RuntimeSpec(BaseModel):
     attention: Literal["sdpa", "math"] = Field(
         "sdpa", description="sdpa: torch scaled_dot_product_attention (fused kernels); math: reference."
     )
+    autocast: Literal["none", "bfloat16", "float16"] = Field(
+        "none", description="Run matmuls, convolutions and attention in this dtype under torch.autocast, with "
+        "float32 weights and float32 normalisations and softmax (needs dtype = float32); bfloat16 is the fast "
+        "CPU option on CPUs with AVX512-BF16 or AMX.",
+    )
     channels_last: bool = Field(False, description="Use channels_last memory format for conv nets.")
     compile: bool = Field(False, description="torch.compile the denoiser.")
     vae_tiling: bool = Field(False, description="Decode large images tile by tile.")
     vae_slicing: bool = Field(False, description="Decode a batch one image at a time.")
+
+    @model_validator(mode="after")
+    def _autocast_needs_float32_weights(self):
+        if self.autocast != "none" and self.dtype != "float32":
+            raise ValueError(f"autocast = {self.autocast!r} with dtype = {self.dtype!r}: autocast keeps float32 weights "
+                             "and casts per operation; set dtype = \"float32\", or drop autocast to run every "
+                             f"layer in {self.dtype}")
+        return self
+
+    def autocast_context(self, device: torch.device):
+        """``torch.autocast`` for this runtime (a disabled one when ``autocast = "none"``)."""
+        enabled = self.autocast != "none"
+        return torch.autocast(device.type, dtype=DTYPES[self.autocast] if enabled else None, enabled=enabled)
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
