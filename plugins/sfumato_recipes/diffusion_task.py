@@ -41,6 +41,21 @@ class DiffusionRecipe(sfumato.Recipe):
         self.spec, self.denoiser, self.schedule = spec, denoiser, schedule
         self.autoencoder, self.text_encoder, self.num_classes = autoencoder, text_encoder, num_classes
         self.scheduler = scheduler
+        self.latent_cache: dict[int, Tensor] = {}
+
+    def model_space(self, batch: dict[str, Any]) -> Tensor:
+        """The batch in the space the denoiser is trained on; with ``cache_latents``, each dataset
+        index is encoded once and its latents reused in later epochs (``[B, C, h, w]``)."""
+        images = batch["image"]
+        if not (self.spec.cache_latents and self.autoencoder is not None):
+            return to_model_space(images, self.autoencoder)
+        indices = require_field(batch, "index", self.spec.type).tolist()
+        missing = [k for k, index in enumerate(indices) if index not in self.latent_cache]
+        if missing:
+            fresh = to_model_space(images[missing], self.autoencoder)
+            for k, latent in zip(missing, fresh):
+                self.latent_cache[indices[k]] = latent.to("cpu", copy=True)
+        return torch.stack([self.latent_cache[index] for index in indices]).to(images.device)
 
     def conditioning(self, batch: dict[str, Any], ctx: sfumato.StepContext) -> sfumato.Conditioning | None:
         """Labels or prompt embeddings, each replaced by the null label / empty prompt with
@@ -61,7 +76,7 @@ class DiffusionRecipe(sfumato.Recipe):
         return sfumato.Conditioning(tokens=out.tokens, pooled=out.pooled, mask=out.mask)
 
     def loss(self, batch: dict[str, Any], ctx: sfumato.StepContext):
-        x0 = to_model_space(batch["image"], self.autoencoder)  # (B, C, h, w)
+        x0 = self.model_space(batch)  # (B, C, h, w)
         x_t, noise, t = noised(self.schedule, x0, ctx)
         target = self.schedule.training_target(x0, noise, t)
         output = self.denoiser(x_t, t, self.conditioning(batch, ctx))
@@ -121,6 +136,11 @@ class TrainDiffusion(sfumato.TrainingTask):
         sample_prompts: list[str] = Field(default_factory=list, description="Prompts of sample grids (default: captions "
                                           "of the first dataset items).")
         sample_steps: int = Field(20, ge=1, description="Sampling steps of sample grids.")
+        cache_latents: bool = Field(
+            False, description="Encode each dataset item through the frozen [autoencoder] once and reuse its latents "
+            "in later epochs (a third of a small latent model's step is the encoder). Only for datasets whose item i "
+            "is the same in every epoch (no random crops or flips); holds every latent in memory."
+        )
 
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -130,6 +150,9 @@ class TrainDiffusion(sfumato.TrainingTask):
         denoiser = setup.build("denoiser")
         autoencoder = setup.build("autoencoder", required=False)
         check_channels(denoiser, autoencoder, "denoiser")
+        if spec.cache_latents and autoencoder is None:
+            raise sfumato.SpecError("[task] cache_latents = true caches an [autoencoder]'s latents; this spec trains on "
+                                    "pixels (no [autoencoder] table): drop cache_latents")
         text_encoder = setup.build("text_encoder") if spec.conditioning == "text" else None
         num_classes = None
         if spec.conditioning == "class":

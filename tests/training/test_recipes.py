@@ -199,3 +199,25 @@ def test_train_clip_refuses_a_locked_random_tower_and_locking_both(class_folder,
     with pytest.raises(Exception, match="nothing would train"):
         run(train_spec({"type": "train-clip", "train_text": False, "train_image": False}, class_folder, **tables),
             tmp_path)
+
+
+def test_cached_latents_encode_each_item_once_and_train_the_same(class_folder, tmp_path, monkeypatch):
+    from sfumato_vae.autoencoder_kl import AutoencoderKL
+
+    task, tables = RECIPES["diffusion-latent-text-v-minsnr"]
+    encoded = []
+    original = AutoencoderKL.encode
+    monkeypatch.setattr(AutoencoderKL, "encode", lambda self, images, *a, **k: encoded.append(len(images))
+                        or original(self, images, *a, **k))
+    plain = losses(run(train_spec(task, class_folder, steps=3, **tables), tmp_path / "plain"))
+    assert encoded == [8, 8, 8]
+    encoded.clear()
+    cached = losses(run(train_spec({**task, "cache_latents": True}, class_folder, steps=3, **tables), tmp_path / "cached"))
+    assert encoded == [8]  # the 8-image folder is one batch: encoded at step 1, reused at steps 2 and 3
+    assert cached == plain
+
+
+def test_cached_latents_need_an_autoencoder(class_folder, tmp_path):
+    task, tables = RECIPES["diffusion-class"]
+    with pytest.raises(sfumato.SpecError, match="cache_latents = true caches an \\[autoencoder\\]"):
+        run(train_spec({**task, "cache_latents": True}, class_folder, **tables), tmp_path)
