@@ -81,8 +81,8 @@ class Pipeline:
             else:
                 return cls(spec, registry)
         source = None
-        if isinstance(spec, str) and spec in registry.models and not Path(spec).exists():
-            spec = registry.models[spec].spec_path
+        if isinstance(spec, str) and not Path(spec).exists() and (spec in registry.models or _looks_like_a_name(spec)):
+            spec = registry.model(spec).spec_path  # an unknown name: lists the models and any failed plugin
         if isinstance(spec, (str, Path)):
             source = str(spec)
             path = Path(spec)
@@ -119,3 +119,8 @@ class Pipeline:
         parts = [f"{t}={type(c).__name__}" for t, c in self.components.items()]
         parts += [f"guidance=[{', '.join(type(g).__name__ for g in self.guidance)}]"] if self.guidance else []
         return f"Pipeline({', '.join(parts)}, device={self.device}, dtype={self.dtype})"
+
+
+def _looks_like_a_name(text: str) -> bool:
+    """``"shapes"`` is a model name; ``"specs/x.toml"`` or ``"x.toml"`` is a path."""
+    return "/" not in text and "\\" not in text and not Path(text).suffix

@@ -333,7 +333,10 @@ class Registry:
     def model(self, name: str) -> ModelEntry:
         if name not in self.models:
             choices = ", ".join(sorted(self.models)) or "none registered"
-            raise SpecError(f"unknown model {name!r}; valid choices: {choices}")
+            message = f"unknown model {name!r}; valid choices: {choices}"
+            for plugin in self.failed():
+                message += f". Plugin {plugin.name!r} failed to load and may provide it: {plugin.error}"
+            raise SpecError(message)
         return self.models[name]
 
     def commands(self, subparsers: Any, hook: str = "register_commands") -> None:

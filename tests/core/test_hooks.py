@@ -59,6 +59,26 @@ def test_register_models_adds_named_models(tmp_path):
         registry.model("nope")
 
 
+def test_an_unknown_model_names_the_plugin_that_failed_to_register_models(tmp_path):
+    """A broken models plugin must not look like a typo: the error carries its failure."""
+    module = types.ModuleType("broken_models")
+    module.SFUMATO_PLUGIN_API = 1
+
+    def register_models(register):
+        raise sfumato.PluginError("built-in model 'tiny' is missing its spec file")
+
+    module.register_models = sfumato.hookimpl(register_models)
+    registry = sfumato.Registry(first_party=False, entry_points=False, local=None)
+    registry.add_plugin("broken", module, "local")
+    message = "unknown model 'tiny'; valid choices: none registered. Plugin 'broken' failed to load.*missing its spec"
+    with pytest.raises(sfumato.SpecError, match=message):
+        registry.model("tiny")
+    with pytest.raises(sfumato.SpecError, match=message):
+        sfumato.load_pipeline("tiny", registry=registry)  # a bare name is a model name, not a missing file
+    with pytest.raises(sfumato.SpecError, match="spec file not found: tiny.toml"):
+        sfumato.load_pipeline("tiny.toml", registry=registry)
+
+
 def test_register_models_names_are_namespaced_for_third_parties(tmp_path):
     module = types.ModuleType("short_models")
     module.SFUMATO_PLUGIN_API = 1
