@@ -33,18 +33,20 @@ def package(
     spec: dict[str, Any],
     components: dict[str, tuple[Path, str, dict[str, Any]]],
     note: str,
+    spec_name: str = "spec.toml",
 ) -> int:
-    """Write ``model/spec.toml`` from ``spec`` plus one table per component.
+    """Write ``model/spec_name`` from ``spec`` plus one table per component.
 
     :param components: spec table -> (a training run whose ``trained.toml`` has the table, the
         file name to ship, fields to set in the shipped table such as a tokenizer file name).
         The table's ``weights`` (relative to the run, or absolute) become the shipped file.
-    :returns: the total size of the shipped weights in bytes.
+    :param spec_name: the spec file; variants that share a folder's weights each have their own.
+    :returns: the total size of the weights shipped for these components in bytes.
     """
     spec = dict(spec)
     for table, (run, name, fields) in components.items():
         section = dict(trained_spec(run)[table])
         to_float16(run / section["weights"], model / name)  # an absolute path replaces `run`
         spec[table] = {**section, "weights": name, **fields}
-    (model / "spec.toml").write_text(f"# {note}\n" + tomli_w.dumps(spec))
+    (model / spec_name).write_text(f"# {note}\n" + tomli_w.dumps(spec))
     return sum((model / name).stat().st_size for _, name, _ in components.values())

@@ -1,8 +1,21 @@
-"""Package the trained `digits` run into the plugin: float16 weights plus the pipeline spec."""
+"""Package the trained `digits` runs into the plugin: float16 weights plus one pipeline spec per
+built-in model of the folder.
+
+    python plugins/sfumato_models/digits/train/package.py                  # all three
+    python plugins/sfumato_models/digits/train/package.py digits-text      # only some
+
+- `digits` (spec.toml): the class-conditional U-Net of runs/digits-unet, CFG 3;
+- `digits-text` (text.toml): the digits CLIP (runs/digits-clip, both towers) and the
+  text-conditional U-Net (runs/digits-unet-text), CFG 3;
+- `digits-guided` (guided.toml): the `digits` U-Net as packaged in spec.toml, run unconditionally
+  (CFG scale 0: its null class), steered by the noise-aware classifier of runs/digits-classifier.
+  It shares unet.safetensors with `digits`, so package `digits` first when rebuilding both.
+"""
 
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 
 import torch
@@ -11,23 +24,64 @@ from sfumato_models.packaging import package, trained_spec
 
 ROOT = Path(__file__).resolve().parents[4]
 MODEL = Path(__file__).resolve().parents[1]
-UNET = ROOT / "runs/digits-unet"
+UNET, UNET_TEXT = ROOT / "runs/digits-unet", ROOT / "runs/digits-unet-text"
+CLIP, CLASSIFIER = ROOT / "runs/digits-clip", ROOT / "runs/digits-classifier"
+PIXELS = {"task": {"type": "class-to-image", "height": 16, "width": 16}, "autoencoder": {"type": "identity"}}
+SCHEDULER = {"type": "ddim", "steps": 20}
+#: Classifier scale of `digits-guided` (train/eval-guided-*.json holds the scales measured).
+CLASSIFIER_SCALE = 7.0
 
 
-def main() -> int:
-    spec = {
-        "task": {"type": "class-to-image", "height": 16, "width": 16},
-        "autoencoder": {"type": "identity"},
-        "diffusion": trained_spec(UNET)["diffusion"],
-        "scheduler": {"type": "ddim", "steps": 20},
-        "guidance": [{"type": "cfg", "scale": 3.0}],
-    }
-    size = package(MODEL, spec, {"denoiser": (UNET, "unet.safetensors", {})},
-                   note="The built-in `digits` model (see MODEL_CARD.md). Written by train/package.py.")
-    print(f"packaged {MODEL} ({size / 1e6:.1f} MB of weights)")
+def note(name: str) -> str:
+    return f"The built-in `{name}` model (see MODEL_CARD.md). Written by train/package.py."
+
+
+def package_digits() -> int:
+    spec = {**PIXELS, "diffusion": trained_spec(UNET)["diffusion"], "scheduler": SCHEDULER,
+            "guidance": [{"type": "cfg", "scale": 3.0}]}
+    return package(MODEL, spec, {"denoiser": (UNET, "unet.safetensors", {})}, note("digits"))
+
+
+def package_text() -> int:
+    spec = {"task": {"type": "text-to-image", "height": 16, "width": 16}, "autoencoder": {"type": "identity"},
+            "diffusion": trained_spec(UNET_TEXT)["diffusion"], "scheduler": SCHEDULER,
+            "guidance": [{"type": "cfg", "scale": 3.0}]}
+    return package(MODEL, spec, {
+        "text_encoder": (CLIP, "text_encoder.safetensors", {"tokenizer": "tokenizer.json"}),
+        "image_encoder": (CLIP, "image_encoder.safetensors", {}),
+        "denoiser": (UNET_TEXT, "unet-text.safetensors", {}),
+    }, note("digits-text"), spec_name="text.toml")
+
+
+def package_guided() -> int:
+    shipped = MODEL / "spec.toml"
+    if not shipped.is_file():
+        raise SystemExit(f"{shipped} is missing: package `digits` first (digits-guided reuses its U-Net)")
+    digits = tomllib.loads(shipped.read_text())
+    # CFG at scale 0 is the null-class (unconditional) prediction; the classifier, listed after it,
+    # shifts that prediction towards the requested label: classifier guidance alone.
+    spec = {**PIXELS, "diffusion": digits["diffusion"], "scheduler": SCHEDULER, "denoiser": digits["denoiser"],
+            "guidance": [{"type": "cfg", "scale": 0.0}, {"type": "classifier", "scale": CLASSIFIER_SCALE}]}
+    return package(MODEL, spec, {"classifier": (CLASSIFIER, "classifier.safetensors", {})}, note("digits-guided"),
+                   spec_name="guided.toml")
+
+
+BUILDERS = {"digits": package_digits, "digits-text": package_text, "digits-guided": package_guided}
+
+
+def main(argv: list[str]) -> int:
+    unknown = [name for name in argv if name not in BUILDERS]
+    if unknown:
+        print(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(BUILDERS)}", file=sys.stderr)
+        return 2
+    for name in argv or list(BUILDERS):
+        size = BUILDERS[name]()
+        print(f"packaged {name} into {MODEL} ({size / 1e6:.2f} MB of new weights)")
+    total = sum(f.stat().st_size for f in MODEL.glob("*.safetensors"))
+    print(f"{MODEL.name}/ holds {total / 1e6:.1f} MB of weights")
     return 0
 
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
