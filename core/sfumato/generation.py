@@ -6,6 +6,7 @@ unconditional) is this one function with different inputs.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,24 @@ def encode_prompts(pipe: Pipeline, prompts: list[str], negative: list[str]) -> C
     )
 
 
+def check_labels(labels: list[Any], num_classes: int | None) -> None:
+    """Requested class labels must be classes of the denoiser (checked on the host, once, before
+    sampling: an out-of-range label would otherwise fail as an index error inside the class
+    embedding, or silently ask for the null class, which is label ``num_classes``)."""
+    bad = []
+    for label in labels:
+        try:
+            value = operator.index(label)  # ints, numpy and 0-d torch integers; not floats
+        except TypeError:
+            bad.append(label)
+            continue
+        if value < 0 or (num_classes is not None and value >= num_classes):
+            bad.append(value)
+    if bad:
+        known = f"integers 0 to {num_classes - 1}" if num_classes is not None else "non-negative integers"
+        raise SpecError(f"labels {bad} are not classes of this model: its labels are {known}")
+
+
 @torch.no_grad()
 def generate(
     pipe: Pipeline,
@@ -116,6 +135,7 @@ def generate(
         negatives = ["" if n is None else n for n in negatives]
         cond = encode_prompts(pipe, prompts, negatives).repeat(num_images).to(device, dtype)
     elif label_list:
+        check_labels(label_list, getattr(denoiser, "num_classes", None))
         null = denoiser.null_label
         labels_t = torch.tensor(label_list, device=device).repeat_interleave(num_images)
         negative = Conditioning(labels=torch.full_like(labels_t, null)) if null is not None else None

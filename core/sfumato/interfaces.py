@@ -90,6 +90,10 @@ class Denoiser(Component, nn.Module, ABC):
     #: The class label that means "no class" (trained with condition dropout), used as the
     #: negative for classifier-free guidance of class-conditional models; None if there is none.
     null_label: int | None = None
+    #: Labels a class-conditional denoiser accepts: 0 to ``num_classes - 1`` (plus ``null_label``).
+    #: Generation checks requested labels against it, so a wrong label is an error that says the
+    #: range rather than an index error deep in an embedding; None: not declared, not checked.
+    num_classes: int | None = None
 
     @abstractmethod
     def forward(self, x: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:

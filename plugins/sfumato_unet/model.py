@@ -53,6 +53,7 @@ class UNet(sfumato.Denoiser):
 
         self.time_embedding = TimestepEmbedding(channels[0], embed_dim)
         self.class_embedding = nn.Embedding(spec.num_class_embeds, embed_dim) if spec.num_classes else None
+        self.num_classes = spec.num_classes
         self.null_label = spec.num_classes if spec.num_classes and spec.null_class else None
         self.conv_in = nn.Conv2d(spec.in_channels, channels[0], 3, padding=1)
 

@@ -11,6 +11,7 @@ import torch
 
 import sfumato
 import sfumato_models
+from sfumato.cli import main
 from sfumato_clip import ZeroShotClassifier
 from sfumato_data import DigitsDataset
 from sfumato_data.digits_classifier import load_digits_classifier
@@ -70,6 +71,17 @@ def test_digits_model_draws_the_requested_classes(judge):
     assert len(result.images) == 20 and result.images[0].size == (16, 16)
     # measured: 1.000 accuracy over 500 images with the default guidance (MODEL_CARD.md)
     assert accuracy(judge, result.images, torch.arange(10).repeat_interleave(2)) >= 0.9
+
+
+@pytest.mark.parametrize("model", ["digits", "digits-guided"])
+def test_a_label_that_is_not_a_digit_is_a_clear_error(model, capsys):
+    pipe = sfumato.load_pipeline(model)
+    for labels in ([3, 10], -1, [2.5]):  # 10 would be the null class: unconditional, silently
+        with pytest.raises(sfumato.SpecError, match="not classes of this model: its labels are integers 0 to 9"):
+            pipe(labels=labels, steps=1, progress=False)
+    assert len(pipe(labels=[torch.tensor(9)], steps=1, progress=False).images) == 1  # a 0-d integer tensor is a label
+    assert main(["generate", "--model", model, "--label", "12", "--steps", "1", "--no-progress"]) == 2
+    assert "labels [12] are not classes of this model" in capsys.readouterr().err
 
 
 def test_digits_text_draws_the_digit_its_prompt_names(judge):
