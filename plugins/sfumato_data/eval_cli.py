@@ -60,9 +60,11 @@ def write_json(path: str | Path, report: dict[str, Any]) -> Path:
 
 
 def register(cli: Any) -> None:
-    """Add ``geneval`` and ``digits`` to ``sfumato eval``."""
+    """Add ``geneval``, ``shapes-reconstruction`` and ``digits`` to ``sfumato eval``."""
     from .digits_eval import add_digits_command
     from .geneval_command import add_geneval_command
+    from .reconstruction_eval import add_reconstruction_command
 
     add_geneval_command(cli)
+    add_reconstruction_command(cli)
     add_digits_command(cli)

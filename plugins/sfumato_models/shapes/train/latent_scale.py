@@ -1,5 +1,9 @@
 """Print 1 / std of the trained VAE's latents on shapes images: the `scaling_factor` that gives
-the diffusion model unit-variance latents (as Stable Diffusion's 0.18215 does for its VAE)."""
+the diffusion model unit-variance latents (as Stable Diffusion's 0.18215 does for its VAE).
+
+Usage: ``python latent_scale.py [RUN]`` (default ``runs/shapes-vae``); the VAE's architecture is
+read from the run's ``trained.toml``.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,21 @@ from pathlib import Path
 import torch
 
 import sfumato
+from sfumato_models.packaging import trained_spec
 
 ROOT = Path(__file__).resolve().parents[4]
 
 
-def main() -> int:
+def load_vae(run: Path) -> torch.nn.Module:
+    """The run's autoencoder at scaling factor 1 (raw latents)."""
+    table = dict(trained_spec(run)["autoencoder"])
+    table["weights"] = str(run / table["weights"])  # relative to the run; an absolute path stays
+    return sfumato.build("autoencoder", {**table, "scaling_factor": 1.0, "shift_factor": 0.0}).eval()
+
+
+def main(argv: list[str]) -> int:
     torch.set_grad_enabled(False)
-    vae = sfumato.build("autoencoder", {
-        "type": "vae-kl", "weights": str(ROOT / "runs/shapes-vae/autoencoder.safetensors"),
-        "block_out_channels": [16, 32, 32], "layers_per_block": 1, "norm_num_groups": 8,
-        "latent_channels": 4, "mid_block_attention": False, "scaling_factor": 1.0,
-    }).eval()
+    vae = load_vae(Path(argv[0]) if argv else ROOT / "runs/shapes-vae")
     dataset = sfumato.build("dataset", {"type": "shapes", "resolution": 64, "length": 512, "seed": 99})
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
     latents = torch.cat([vae.encode(batch) for batch in images.split(64)])
@@ -28,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
