@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
              ["  (real train vs real test, for scale)", report["real_train_vs_test_frechet_distance"]]]
     print(format_table([f"{report['generated']} generated digits", "value"], rows))
     if args.out:
-        write_json(args.out, {"benchmark": "digits", "model": model_name(args), "seed": args.seed,
+        write_json(args.out, {"benchmark": "digits", "model": model_name(args), "overrides": args.set, "seed": args.seed,
                               "per_class": args.per_class, "prompt": template, **report})
     return 0
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: the images are {side} px; the shapes detector is reliable from {MIN_RELIABLE_SIDE} px, "
               "so these scores understate the model", file=sys.stderr)
     print(report_table(report))
-    report = {"benchmark": "geneval-shapes", "model": model_name(args), "seed": args.seed,
+    report = {"benchmark": "geneval-shapes", "model": model_name(args), "overrides": args.set, "seed": args.seed,
               "prompt_seed": args.prompt_seed, "images_per_prompt": args.images_per_prompt,
               "image_size": list(images[0].size), **report}
     if args.out:

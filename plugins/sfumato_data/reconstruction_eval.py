@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     rows = [[name, report[name]["exact_scenes"], report[name]["objects_found"]] for name in ("drawn", "reconstructed")]
     print(format_table(["images", "exact scenes", "objects found"], rows))
     if args.out:
-        write_json(args.out, {"benchmark": "shapes-reconstruction", "model": model_name(args), **report})
+        write_json(args.out, {"benchmark": "shapes-reconstruction", "model": model_name(args), "overrides": args.set,
+                              **report})
     return 0
 
 

@@ -123,6 +123,7 @@ def test_sfumato_eval_digits_takes_a_built_in_model_by_name(example_spec, tmp_pa
                      "--out", "digits.json", "--no-progress"]) == 0
         report = json.loads((tmp_path / "digits.json").read_text())
         assert report["model"] == "acme.digits" and report["generated"] == 10
+        assert report["overrides"] == ["scheduler.steps=1"]  # the JSON says how the figures were made
         assert main(["eval", "digits", "--model", "nope"]) == 2
         assert "unknown model 'nope'" in capsys.readouterr().err
     finally:

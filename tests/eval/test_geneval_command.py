@@ -76,6 +76,7 @@ def test_sfumato_eval_geneval_runs_end_to_end_with_a_tiny_random_pipeline(exampl
     assert "reliable from 48 px" in captured.err  # the tiny pipeline draws 32 px images
     report = json.loads(out.read_text())
     assert report["benchmark"] == "geneval-shapes" and report["images_per_prompt"] == 2
+    assert report["overrides"] == ["scheduler.steps=2"]
     assert {t: (f["prompts"], f["images"]) for t, f in report["tasks"].items()} == {
         "single_object": (3, 6), "counting": (9, 18)}
     assert 0.0 <= report["overall"] <= 1.0 and len(report["images"]) == 24
