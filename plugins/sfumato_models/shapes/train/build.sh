@@ -12,8 +12,14 @@ sfumato tokenizer '{"type": "shapes", "length": 20000, "seed": 1, "resolution": 
 sfumato train "$here/train/clip.toml" --no-progress &
 sfumato train "$here/train/vae.toml" --no-progress &
 wait
-# 4. the latent diffusion U-Net on their weights, with latents scaled to unit variance
+# 2b. a sharper image tower against the locked text tower (CLIP guidance, zero-shot), in two runs
+sfumato train "$here/train/clip-image.toml" --no-progress
+sfumato train "$here/train/clip-image-continue.toml" --no-progress &
+# 4. the latent diffusion U-Net on their weights, with latents scaled to unit variance, then
+#    continued from its weights (beside the image tower's second run)
 scale=$(python "$here/train/latent_scale.py")
 sfumato train "$here/train/unet.toml" --set autoencoder.scaling_factor="$scale" --no-progress
+sfumato train "$here/train/unet-continue.toml" --set autoencoder.scaling_factor="$scale" --no-progress
+wait
 # 5. float16 weights and the pipeline spec, into the package
 python "$here/train/package.py"

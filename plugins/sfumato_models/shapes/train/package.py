@@ -11,7 +11,8 @@ from sfumato_models.packaging import package, trained_spec
 
 ROOT = Path(__file__).resolve().parents[4]
 MODEL = Path(__file__).resolve().parents[1]
-CLIP, VAE, UNET = ROOT / "runs/shapes-clip", ROOT / "runs/shapes-vae", ROOT / "runs/shapes-unet"
+CLIP, IMAGE = ROOT / "runs/shapes-clip", ROOT / "runs/shapes-clip-image2"
+UNET = ROOT / "runs/shapes-unet-long"
 
 
 def main() -> int:
@@ -23,7 +24,7 @@ def main() -> int:
     }
     size = package(MODEL, spec, {
         "text_encoder": (CLIP, "text_encoder.safetensors", {"tokenizer": "tokenizer.json"}),
-        "image_encoder": (CLIP, "image_encoder.safetensors", {}),
+        "image_encoder": (IMAGE, "image_encoder.safetensors", {}),
         "autoencoder": (UNET, "vae.safetensors", {}),
         "denoiser": (UNET, "unet.safetensors", {}),
     }, note="The built-in `shapes` model (see MODEL_CARD.md). Written by train/package.py.")

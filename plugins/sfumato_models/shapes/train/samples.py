@@ -1,0 +1,26 @@
+"""Write the model card's sample grid, docs/shapes-generate.png: one row per prompt, seed 0."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import sfumato
+
+ROOT = Path(__file__).resolve().parents[4]
+PROMPTS = ["a red circle above a blue square", "three green triangles", "a yellow square",
+           "a purple circle to the left of an orange triangle"]
+
+
+def main() -> int:
+    pipe = sfumato.load_pipeline("shapes")
+    images = [image for prompt in PROMPTS for image in pipe(prompt, num_images=8, seed=0, progress=False).images]
+    grid = sfumato.image_grid(images, columns=8)
+    out = ROOT / "docs/shapes-generate.png"
+    sfumato.atomic_write(out, lambda tmp: grid.save(tmp, format="PNG"))
+    print(f"wrote {out} ({', '.join(PROMPTS)}: one row each)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
