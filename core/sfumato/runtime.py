@@ -22,8 +22,9 @@ class RuntimeSpec(BaseModel):
     )
     autocast: Literal["none", "bfloat16", "float16"] = Field(
         "none", description="Run matmuls, convolutions and attention in this dtype under torch.autocast, with "
-        "float32 weights and float32 normalisations and softmax (needs dtype = float32); bfloat16 is the fast "
-        "CPU option on CPUs with AVX512-BF16 or AMX.",
+        "float32 weights and float32 normalisations and softmax (needs dtype = float32): closer to float32 than "
+        "dtype = bfloat16, but weights are cast at every call, so on small models it is not faster (see "
+        "docs/benchmarks.md).",
     )
     channels_last: bool = Field(False, description="Use channels_last memory format for conv nets.")
     compile: bool = Field(False, description="torch.compile the denoiser.")
