@@ -20,6 +20,8 @@ sfumato train "$here/train/clip-image-continue.toml" --no-progress &
 scale=$(python "$here/train/latent_scale.py")
 sfumato train "$here/train/unet.toml" --set autoencoder.scaling_factor="$scale" --no-progress
 sfumato train "$here/train/unet-continue.toml" --set autoencoder.scaling_factor="$scale" --no-progress
+sfumato train "$here/train/unet-finish.toml" --set autoencoder.scaling_factor="$scale" --no-progress
 wait
-# 5. float16 weights and the pipeline spec, into the package
+# 5. float16 weights and the pipeline spec, into the package, and the model card's sample grid
 python "$here/train/package.py"
+python "$here/train/samples.py"

@@ -12,7 +12,7 @@ from sfumato_models.packaging import package, trained_spec
 ROOT = Path(__file__).resolve().parents[4]
 MODEL = Path(__file__).resolve().parents[1]
 CLIP, IMAGE = ROOT / "runs/shapes-clip", ROOT / "runs/shapes-clip-image2"
-UNET = ROOT / "runs/shapes-unet-long"
+UNET = ROOT / "runs/shapes-unet-final"
 
 
 def main() -> int:
@@ -20,7 +20,7 @@ def main() -> int:
         "task": {"type": "text-to-image", "height": 64, "width": 64},
         "diffusion": trained_spec(UNET)["diffusion"],
         "scheduler": {"type": "dpmpp-2m", "steps": 20},
-        "guidance": [{"type": "cfg", "scale": 4.0}],
+        "guidance": [{"type": "cfg", "scale": 5.0}],
     }
     size = package(MODEL, spec, {
         "text_encoder": (CLIP, "text_encoder.safetensors", {"tokenizer": "tokenizer.json"}),
