@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
+import torch
 
 import sfumato
 from sfumato.cli import main
@@ -17,13 +17,24 @@ def test_a_lossless_autoencoder_keeps_every_scene_readable():
     assert report["reconstructed"] == report["drawn"]
 
 
-def test_the_shapes_vae_loses_some_scenes_and_the_command_writes_json(tmp_path, capsys):
+def test_an_untrained_autoencoder_loses_the_scenes():
+    torch.manual_seed(0)
+    untrained = sfumato.build("autoencoder", {"type": "vae-kl", "block_out_channels": [8, 16], "layers_per_block": 1,
+                                              "norm_num_groups": 4, "latent_channels": 2,
+                                              "mid_block_attention": False}).eval()
+    report = reconstruction_report(untrained, count=12)
+    assert report["drawn"]["exact_scenes"] == 1.0
+    assert report["reconstructed"]["exact_scenes"] == 0.0 and report["reconstructed"]["objects_found"] < 0.2
+
+
+def test_the_shipped_shapes_vae_keeps_the_scenes_and_the_command_writes_json(tmp_path, capsys):
     out = tmp_path / "ceiling.json"
     assert main(["eval", "shapes-reconstruction", "--model", "shapes", "--count", "24", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["benchmark"] == "shapes-reconstruction" and report["scenes"] == 24
     assert report["drawn"]["exact_scenes"] == 1.0
-    assert 0.0 < report["reconstructed"]["objects_found"] < 1.0  # a 4x-downscaling VAE is not lossless here
+    # measured on 300 scenes: 0.943 exact, 0.987 of objects (MODEL_CARD.md); the first VAE: 0.39 / 0.66
+    assert report["reconstructed"]["objects_found"] >= 0.9
     assert "reconstructed" in capsys.readouterr().out
 
 
