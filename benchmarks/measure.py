@@ -31,17 +31,22 @@ MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def interleaved_medians(
-    calls: dict[str, Callable[[], Any]], warmup: int, repeats: int
+    calls: dict[str, Callable[[], Any]], warmup: int, repeats: int, synchronize: Callable[[], None] = lambda: None,
 ) -> dict[str, dict[str, float]]:
-    """Median, min and max seconds per call of each callable, timed in interleaved rounds."""
+    """Median, min and max seconds per call of each callable, timed in interleaved rounds.
+
+    :param synchronize: called before and after each timed call (a GPU's work is asynchronous:
+        a call's time is its wall time to a finished result)."""
     for call in calls.values():
         for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
+            synchronize()
             start = time.perf_counter()
             call()
+            synchronize()
             times[name].append(time.perf_counter() - start)
     return {
         name: {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "runs": len(ts)}

@@ -92,6 +92,22 @@ SD_VAE = {
                  up_block_types=("UpDecoderBlock2D",) * 2, sample_size=64),
     "tiny": VAE["tiny"],
 }
+#: The Stable Diffusion 1.5 architecture at full size (the GPU suite): runwayml/stable-diffusion-v1-5's
+#: unet, vae and text_encoder configs. ``tiny`` is the same topology at test size.
+SD15 = {
+    "sd15": dict(
+        unet=dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+                  layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
+                  attention_head_dim=8, norm_num_groups=32),
+        vae=dict(block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3, latent_channels=4,
+                 layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, sample_size=512),
+        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                  max_position_embeddings=77, hidden_act="quick_gelu"),
+    ),
+    "tiny": dict(unet=UNET_SD["tiny"] | {"cross_attention_dim": 16}, vae=VAE["tiny"], text=SD_TEXT["tiny"]),
+}
 CLIP_TOKENS = dict(vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
 #: runwayml/stable-diffusion-v1-5's scheduler config, as DDIM.
 SD15_SCHEDULER = {
@@ -172,6 +188,16 @@ def write_tokenizer_files(folder: Path) -> None:
 def sd_folder(root: Path, size: str) -> Path:
     """A ``StableDiffusionPipeline`` folder with the SD topology U-Net, a two-stage VAE and a small
     CLIP text model, laid out like a Hugging Face SD 1.5 download."""
+    return pipeline_folder(root / f"sd-{size}", SD_UNET[size], SD_VAE[size], SD_TEXT[size])
+
+
+def sd15_folder(root: Path, size: str = "sd15") -> Path:
+    """The same, with the Stable Diffusion 1.5 architecture (``SD15[size]``)."""
+    return pipeline_folder(root / f"sd15-{size}", **SD15[size])
+
+
+def pipeline_folder(root: Path, unet: dict[str, Any], vae: dict[str, Any], text: dict[str, Any]) -> Path:
+    """``root/pipeline``: a ``StableDiffusionPipeline`` of these component configs, written once."""
     import diffusers
     import transformers
 
@@ -179,9 +205,9 @@ def sd_folder(root: Path, size: str) -> Path:
         write_tokenizer_files(folder / "tokenizer")
         torch.manual_seed(0)
         pipe = diffusers.StableDiffusionPipeline(
-            unet=perturbed(diffusers.UNet2DConditionModel(**SD_UNET[size]), seed=1),
-            vae=perturbed(diffusers.AutoencoderKL(**SD_VAE[size]), seed=2),
-            text_encoder=perturbed(transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD_TEXT[size], **CLIP_TOKENS)),
+            unet=perturbed(diffusers.UNet2DConditionModel(**unet), seed=1),
+            vae=perturbed(diffusers.AutoencoderKL(**vae), seed=2),
+            text_encoder=perturbed(transformers.CLIPTextModel(transformers.CLIPTextConfig(**text, **CLIP_TOKENS)),
                                    seed=3),
             tokenizer=transformers.CLIPTokenizer(str(folder / "tokenizer" / "vocab.json"),
                                                  str(folder / "tokenizer" / "merges.txt")),
@@ -193,4 +219,4 @@ def sd_folder(root: Path, size: str) -> Path:
         shutil.copytree(folder / "tokenizer", folder / "pipeline" / "tokenizer")
         (folder / "pipeline" / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER))
 
-    return cached(root / f"sd-{size}", write) / "pipeline"
+    return cached(root, write) / "pipeline"

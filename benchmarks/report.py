@@ -32,10 +32,10 @@ def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def results_table(results: dict) -> list[str]:
+def results_table(results: dict, peak_label: str = "of fp32 peak") -> list[str]:
     lines = [
         "| case | variant | reference | sfumato (ms) | reference (ms) | ratio | ratio of minima | max abs diff | GFLOP | "
-        "sfumato GFLOP/s | of fp32 peak | peak MiB sfumato / ref |",
+        f"sfumato GFLOP/s | {peak_label} | peak MiB sfumato / ref |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
@@ -94,11 +94,15 @@ def render(results: dict) -> str:
 
 
 def write_report(results: dict, path: Path) -> Path:
-    """Replace the generated section of ``path`` (appending it when the file has none)."""
+    """Replace the generated CPU section of ``path`` (appending it when the file has none)."""
+    return write_block(path, render(results), START, END)
+
+
+def write_block(path: Path, block: str, start: str, end: str) -> Path:
+    """Replace the text from ``start`` to ``end`` in ``path`` with ``block`` (appended when absent)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    block = render(results)
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")

@@ -3,7 +3,8 @@
 This is the one loop every generation task runs (text-to-image, image-to-image, inpainting,
 class-conditional, unconditional). It has no host synchronisation inside: noise for stochastic
 samplers is drawn on the CPU from the run's seeded generator (so a seed gives the same image on
-any device) and moved, and the finiteness check happens once, after the last step.
+any device) for every step before the first, and moved in one copy; the finiteness check happens
+once, after the last step.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
+def step_noise(steps: int, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+    """``[steps, *shape]``: the noise of each step of a stochastic sampler, drawn on the CPU in step
+    order (the values per-step draws would give) and moved to ``device`` in one copy, so the loop
+    copies nothing from the host (a pageable host-to-device copy waits for the device). From
+    pinned memory the one copy does not wait either."""
+    noise = torch.stack([torch.randn(shape, generator=generator, dtype=torch.float32) for _ in range(steps)])
+    if torch.device(device).type == "cuda":
+        return noise.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
+    return noise.to(device=device, dtype=dtype)
+
+
 def run_sampler(
     model: Model,
     scheduler: Scheduler,
@@ -75,9 +88,9 @@ def run_sampler(
     carry: dict[str, Tensor] = {}
     denoised = x
     steps = range(len(plan))
+    noise = step_noise(len(plan), tuple(x.shape), generator, x.device, x.dtype) if scheduler.stochastic else None
     for i in tqdm(steps, desc=f"sampling ({scheduler.type_name()})", disable=not progress, leave=False):
-        noise = randn(tuple(x.shape), generator, x.device, x.dtype) if scheduler.stochastic else None
-        x, denoised, carry = scheduler.step(model, x, plan, i, carry, noise)
+        x, denoised, carry = scheduler.step(model, x, plan, i, carry, noise[i] if noise is not None else None)
         if known is not None:
             x = mask * x + (1 - mask) * scheduler.noised(known, known_noise, plan, i + 1)
         if callback is not None:
