@@ -250,6 +250,20 @@ def describe(device: torch.device) -> dict:
     return info
 
 
+def add_rates(results: dict) -> dict:
+    """Achieved FLOP/s and its fraction of the same-dtype matmul peak, per row. A compiled row
+    does the eager row's FLOPs (counted once, in eager mode, by ``torch.utils.flop_counter``)."""
+    counted = {(r["row"], r["sfumato_dtype"]): r["sfumato_flops"] for r in results["rows"] if r.get("sfumato_flops")}
+    for row in results["rows"]:
+        flops = row.get("sfumato_flops") or counted.get((row["row"], row["sfumato_dtype"]))
+        if flops:
+            row["sfumato_flops"] = flops
+            row["sfumato_flops_per_s"] = flops / row["sfumato_s"]
+            peak = results["machine"]["matmul_peak_flops"].get(row["sfumato_dtype"])
+            row["fraction_of_matmul_peak"] = row["sfumato_flops_per_s"] / peak if peak else None
+    return results
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 def render(results: dict) -> str:
@@ -314,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
 
     if args.from_json:
-        write_block(args.doc or Path("docs/benchmarks.md"), render(json.loads(args.from_json.read_text())), START, END)
+        results = add_rates(json.loads(args.from_json.read_text()))
+        write_block(args.doc or Path("docs/benchmarks.md"), render(results), START, END)
         return
     if args.worker:
         try:
@@ -352,11 +367,7 @@ def main(argv: list[str] | None = None) -> None:
                 errors[variant] = result["error"]
             results["duration_s"] = round(time.perf_counter() - started, 1)
             args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    for row in rows:
-        if row.get("sfumato_flops"):
-            row["sfumato_flops_per_s"] = row["sfumato_flops"] / row["sfumato_s"]
-            peak = info["matmul_peak_flops"].get(row["sfumato_dtype"])
-            row["fraction_of_matmul_peak"] = row["sfumato_flops_per_s"] / peak if peak else None
+    add_rates(results)
     results["duration_s"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     if args.doc is not None:

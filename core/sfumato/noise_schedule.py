@@ -128,7 +128,10 @@ class NoiseSchedule:
         t = torch.as_tensor(t)
         rows = self._alpha_bar_rows
         if rows.device != t.device:  # one copy per device, so the sampling loop moves nothing
-            rows = self._rows_on.setdefault(t.device, rows.to(t.device))
+            on_device = self._rows_on.get(t.device)
+            if on_device is None:  # not setdefault: its default argument would copy on every call
+                on_device = self._rows_on[t.device] = rows.to(t.device)
+            rows = on_device
         low = t.floor().clamp_(0, self.num_timesteps - 1)
         weight = (t - low).to(torch.float32)
         exact, low_value, high_value = rows[low.long()].unbind(-1)  # alpha_bar, -2 log sigma at low and low + 1

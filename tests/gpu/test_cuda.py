@@ -4,8 +4,8 @@ Run with ``python -m pytest -m cuda tests/gpu`` (``SFUMATO_TEST_DEVICE=cpu`` run
 the CPU, where the sync and float16-training tests skip: a check of the tests themselves). What
 they hold:
 
-- the sampling loop never waits for the device: a pipeline call makes the same number of
-  host synchronisations for 2 and for 6 steps, for every scheduler (the syncs are the setup's
+- the sampling loop never waits for the device: no place in a pipeline call synchronises more
+  often in a 6-step run than in a 2-step one, for every scheduler (the syncs are the setup's
   copies and the final checks, none per step);
 - the tiny SD 1.x checkpoint generates on the GPU what diffusers generates there, in float32,
   float16 and bfloat16;
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,9 @@ def test_sampling_loop_never_waits_for_the_device(tiny_sd, scheduler):
     pipe(PROMPT, latents=latents(), steps=2, progress=False)  # warm-up: lazy initialisation
     short = synchronisations(lambda: pipe(PROMPT, latents=latents(), steps=2, progress=False))
     long = synchronisations(lambda: pipe(PROMPT, latents=latents(), steps=6, progress=False))
-    assert len(long) == len(short), f"2 steps: {short}\n6 steps: {long}"
+    # No place syncs more often in the longer run (a one-off lazy initialisation may land in either).
+    per_step = Counter(long) - Counter(short)
+    assert not per_step, f"syncs that grow with the steps: {dict(per_step)}\n2 steps: {short}\n6 steps: {long}"
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 2e-3), ("float16", 2e-2), ("bfloat16", 6e-2)])
@@ -134,8 +137,10 @@ def _unet_output(pipe: sfumato.Pipeline, x: torch.Tensor, t: torch.Tensor, token
 
 
 @pytest.mark.parametrize("options, tolerance", [
-    ({"runtime.compile": True}, 1e-4),
-    ({"runtime.compile": True, "runtime.channels_last": True}, 1e-4),
+    # cuDNN convolutions run in TF32 by default; compiled kernels sum in another order (measured
+    # on an H200: 3.8e-4).
+    ({"runtime.compile": True}, 2e-3),
+    ({"runtime.compile": True, "runtime.channels_last": True}, 2e-3),
     ({"runtime.autocast": "float16"}, 2e-2),
     ({"runtime.autocast": "bfloat16"}, 8e-2),
 ])
