@@ -53,7 +53,8 @@ def step_noise(steps: int, shape: tuple[int, ...], generator: torch.Generator | 
     """``[steps, *shape]``: the noise of each step of a stochastic sampler, drawn on the CPU in step
     order (the values per-step draws would give) and moved to ``device`` in one copy, so the loop
     copies nothing from the host (a pageable host-to-device copy waits for the device). From
-    pinned memory the one copy does not wait either."""
+    pinned memory the one copy does not wait either. It holds ``steps`` samples' worth of memory
+    (1,000 DDPM steps of a batch of four 4x64x64 latents: 256 MiB)."""
     noise = torch.stack([torch.randn(shape, generator=generator, dtype=torch.float32) for _ in range(steps)])
     if torch.device(device).type == "cuda":
         return noise.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
