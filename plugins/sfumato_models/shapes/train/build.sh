@@ -22,6 +22,7 @@ sfumato train "$here/train/unet.toml" --set autoencoder.scaling_factor="$scale" 
 sfumato train "$here/train/unet-continue.toml" --set autoencoder.scaling_factor="$scale" --no-progress
 sfumato train "$here/train/unet-finish.toml" --set autoencoder.scaling_factor="$scale" --no-progress
 sfumato train "$here/train/unet-polish.toml" --set autoencoder.scaling_factor="$scale" --no-progress
+sfumato train "$here/train/unet-extend.toml" --set autoencoder.scaling_factor="$scale" --no-progress
 wait
 # 5. float16 weights and the pipeline spec, into the package, and the model card's sample grid
 python "$here/train/package.py"

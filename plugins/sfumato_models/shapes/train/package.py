@@ -12,7 +12,7 @@ from sfumato_models.packaging import package, trained_spec
 ROOT = Path(__file__).resolve().parents[4]
 MODEL = Path(__file__).resolve().parents[1]
 CLIP, IMAGE = ROOT / "runs/shapes-clip", ROOT / "runs/shapes-clip-image2"
-UNET = ROOT / "runs/shapes-unet-polish"
+UNET = ROOT / "runs/shapes-unet-extend"
 
 
 def main() -> int:
