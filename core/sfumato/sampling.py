@@ -57,7 +57,7 @@ def step_noise(steps: int, shape: tuple[int, ...], generator: torch.Generator | 
     (1,000 DDPM steps of a batch of four 4x64x64 latents: 256 MiB)."""
     noise = torch.stack([torch.randn(shape, generator=generator, dtype=torch.float32) for _ in range(steps)])
     if torch.device(device).type == "cuda":
-        return noise.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
+        return noise.pin_memory().to(device=device, dtype=dtype, non_blocking=True)  # cast on the device
     return noise.to(device=device, dtype=dtype)
 
 
