@@ -74,7 +74,7 @@ def peak_mib(call: Callable[[], Any], device: torch.device) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def no_grad(call: Callable[[], Any]) -> Callable[[], Any]:
+def grad_off(call: Callable[[], Any]) -> Callable[[], Any]:
     """Under ``torch.no_grad``, as both pipelines run their models (a compiled model called in
     another grad mode would compile a second graph)."""
     def run():
@@ -163,11 +163,11 @@ def rows_for(folder: Path, size: str, variant: GpuVariant, device: torch.device,
         return mine, other
 
     cases = {
-        "unet-sd15": (no_grad(lambda: ours.denoiser(x, t_ours, cond)),
-                      no_grad(lambda: theirs.unet(x, t_theirs, encoder_hidden_states=tokens).sample),
+        "unet-sd15": (grad_off(lambda: ours.denoiser(x, t_ours, cond)),
+                      grad_off(lambda: theirs.unet(x, t_theirs, encoder_hidden_states=tokens).sample),
                       "diffusers UNet2DConditionModel", 1),
-        "vae-decode-sd15": (no_grad(lambda: ours.autoencoder.decode_unscaled(z)),
-                            no_grad(lambda: theirs.vae.decode(z).sample), "diffusers AutoencoderKL.decode", 1),
+        "vae-decode-sd15": (grad_off(lambda: ours.autoencoder.decode_unscaled(z)),
+                            grad_off(lambda: theirs.vae.decode(z).sample), "diffusers AutoencoderKL.decode", 1),
         "text-to-image-sd15": (t2i_ours, t2i_theirs, "diffusers StableDiffusionPipeline", 1),
     }
     rows = []
