@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import tomllib
 import venv
@@ -50,11 +51,23 @@ def test_wheel_contains_core_plugins_and_manifest(wheel):
 
 
 def test_wheel_in_a_fresh_venv_lists_the_first_party_plugins(wheel, tmp_path):
+    # The venv sees only its own site-packages plus the test environment's dependencies (torch,
+    # pydantic, ...), added by a .pth line: not the base interpreter's packages, which on a fresh
+    # machine hold no torch, and not the repository (a .pth line adds a folder without running the
+    # .pth files inside it, so the editable install of sfumato stays invisible).
     env = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env)
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env)
     python = env / "bin" / "python"
+    site_dirs = json.loads(subprocess.run(
+        [str(python), "-c", "import json, site; print(json.dumps(site.getsitepackages()))"],
+        check=True, capture_output=True, text=True).stdout)
+    own_site = Path(site_dirs[0])
+    # Installed before the dependencies are visible, so pip cannot mistake the test environment's
+    # editable sfumato for one installed in the venv.
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
                    check=True, capture_output=True)
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (own_site / "test-dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
     script = textwrap.dedent("""
         import importlib, json, sfumato
         from sfumato.registry import PACKAGED_REGISTRY, read_manifest
@@ -63,14 +76,26 @@ def test_wheel_in_a_fresh_venv_lists_the_first_party_plugins(wheel, tmp_path):
             p.to_json() | {"module_file": importlib.import_module(modules[p.name]).__file__}
             for p in sfumato.plugins() if p.source == "registry"
         ]
-        print(json.dumps({"file": sfumato.__file__, "plugins": plugins}))
+        import torch
+        print(json.dumps({"file": sfumato.__file__, "torch": torch.__file__, "plugins": plugins}))
     """)
     out = subprocess.run([str(python), "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert str(env) in data["file"], "imported the repository's sfumato instead of the wheel's"
+    assert any(data["torch"].startswith(d) for d in deps), f"torch came from outside the test environment: {data['torch']}"
     first_party = {p["name"]: p for p in data["plugins"]}
     assert set(first_party) == set(MANIFEST)
     for name, plugin in first_party.items():
         assert plugin["status"] == "ok", f"{name}: {plugin['error']}"
         assert str(env) in plugin["module_file"], f"{name} was imported from outside the venv"
+
+
+def test_no_test_builds_a_venv_that_inherits_the_base_interpreters_packages():
+    """A venv with system site packages sees the base interpreter's torch, which a fresh machine
+    does not have: such a test passes only where torch was installed system-wide by hand."""
+    offenders = [
+        str(path.relative_to(ROOT)) for path in (ROOT / "tests").rglob("*.py")
+        if "system_site_packages=" + "True" in path.read_text(encoding="utf-8")
+    ]
+    assert not offenders, offenders

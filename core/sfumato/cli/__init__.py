@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -42,25 +43,75 @@ def _registry_path(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sfumato`` console script; returns the exit code."""
+    """Entry point of the ``sfumato`` console script; returns the exit code.
+
+    Exit codes: 0 success, 2 bad input (one ``sfumato: error:`` line naming what was wrong and
+    where), 1 an internal error of sfumato itself, 130 interrupted. ``SFUMATO_DEBUG=1`` re-raises
+    instead, for the full traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    registry: Registry | None = None
     try:
         local = _registry_path(argv)
         registry = Registry(local=local if local is not None else "auto")
-    except SfumatoError as exc:
-        print(f"sfumato: error: {exc}", file=sys.stderr)
-        return 2
-    set_registry(registry)
-    parser = build_parser(registry)
-    args = parser.parse_args(argv)
-    if getattr(args, "handler", None) is None:
-        parser.print_help()
-        return 0
-    try:
-        code = args.handler(args)
-    except SfumatoError as exc:
-        print(f"sfumato: error: {exc}", file=sys.stderr)
-        return 2
+        set_registry(registry)
+        parser = build_parser(registry)
+        args = parser.parse_args(argv)
+        if getattr(args, "handler", None) is None:
+            parser.print_help()
+            return 0
+        return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
-    return int(code or 0)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the one place every failure becomes a message
+        if os.environ.get("SFUMATO_DEBUG"):
+            raise
+        message, code = describe_failure(exc, registry)
+        print(f"sfumato: error: {message}", file=sys.stderr)
+        return code
+
+
+def describe_failure(exc: BaseException, registry: Registry | None) -> tuple[str, int]:
+    """The one-line message and exit code for an exception that reached the command line.
+
+    Errors raised on purpose (``SfumatoError``) and the failures of the environment that bad
+    input causes (files, encodings, recursion, floating point) exit 2. Anything else raised inside
+    a plugin's code exits 2 naming the plugin; anything else is a bug of sfumato's (exit 1).
+    """
+    if isinstance(exc, SfumatoError):
+        return str(exc), 2
+    plugin = plugin_in_traceback(exc, registry)
+    inside = f" (raised inside plugin {plugin!r}; `sfumato plugins` shows where it comes from)" if plugin else ""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not valid UTF-8 text ({exc.reason} at byte {exc.start}){inside}", 2
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}{inside}", 2
+    if isinstance(exc, RecursionError):
+        return f"input nested too deeply to process ({exc}){inside}", 2
+    if isinstance(exc, FloatingPointError):
+        return f"a computation produced non-finite values ({exc}){inside}", 2
+    if isinstance(exc, MemoryError):
+        return f"out of memory{inside}; ask for fewer or smaller images", 2
+    detail = f"{type(exc).__name__}: {exc}"
+    if plugin:
+        return f"plugin {plugin!r} failed: {detail}", 2
+    return (f"internal error: {detail}. This is a bug in sfumato; please report it with the command line "
+            "(SFUMATO_DEBUG=1 shows the traceback)"), 1
+
+
+def plugin_in_traceback(exc: BaseException, registry: Registry | None) -> str | None:
+    """The plugin whose code raised ``exc``: the innermost traceback frame inside a plugin module."""
+    if registry is None:
+        return None
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        plugin = getattr(registry, "plugin_of_module", lambda _: None)(name) if name else None
+        if plugin is not None:
+            found = plugin
+        tb = tb.tb_next
+    return found
