@@ -48,7 +48,7 @@ def _projection_dim(state: dict[str, Tensor]) -> int | None:
 def _sd1_text_config() -> CLIPConfig:
     """Stable Diffusion 1.x's text encoder: ViT-L/14's text tower without projection."""
     config = resolve_config("ViT-L/14")
-    config.embed_dim = None
+    config.embed_dim = 0
     return config
 
 

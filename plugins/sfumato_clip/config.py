@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Activation = Literal["quick_gelu", "gelu"]
 
@@ -60,9 +60,9 @@ class CLIPConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    embed_dim: int | None = Field(
-        512,
-        description="Width of the joint embedding space (the projections' output). None: no "
+    embed_dim: int = Field(
+        512, ge=0,
+        description="Width of the joint embedding space (the projections' output). 0: no "
         "projections, as in a bare CLIPTextModel such as Stable Diffusion's text encoder.",
     )
     text: TextConfig = Field(default_factory=TextConfig, description="Text tower.")
@@ -70,6 +70,13 @@ class CLIPConfig(BaseModel):
     logit_scale_init: float = Field(
         math.log(1 / 0.07), description="Initial log of the logit scale (temperature 0.07 in CLIP)."
     )
+    @field_validator("embed_dim", mode="before")
+    @classmethod
+    def _no_projection(cls, value: object) -> object:
+        """None (written by older files, and by transformers for a bare tower) means 0: a spec
+        field whose None differed from its default would not survive TOML or a lock."""
+        return 0 if value is None else value
+
     logit_bias_init: float | None = Field(
         None, description="Initial logit bias; set it (SigLIP uses -10) to add a learnable bias."
     )

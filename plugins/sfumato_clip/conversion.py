@@ -188,8 +188,8 @@ def config_from_hf(hf: Mapping[str, Any], embed_dim: int | None) -> CLIPConfig:
 
 def config_to_hf(config: CLIPConfig) -> dict[str, Any]:
     """A transformers ``CLIPModel`` ``config.json`` for ``config``."""
-    if config.embed_dim is None:
-        raise WeightsError("a transformers CLIPModel needs projections; this config has embed_dim = None")
+    if not config.embed_dim:
+        raise WeightsError("a transformers CLIPModel needs projections; this config has embed_dim = 0 (none)")
     text = _tower_to_hf(config.text, _TEXT_FIELDS, "clip_text_model")
     text.update(bos_token_id=config.text.eos_token_id - 1, pad_token_id=1, projection_dim=config.embed_dim)
     vision = _tower_to_hf(config.vision, _VISION_FIELDS, "clip_vision_model")

@@ -73,7 +73,7 @@ def test_text_model_with_and_without_prefix(small_hf_config, random_ids, tmp_pat
         ref = hf(input_ids=ids)
     for folder in (tmp_path / "prefixed", bare / "model.safetensors"):
         weights, config = read_checkpoint(folder)
-        assert config.embed_dim is None and config.text.width == 32
+        assert config.embed_dim == 0 and config.text.width == 32
         tower = TextTransformer(config.text, config.embed_dim).eval()
         sfumato.load_into(tower, {k.removeprefix("text."): v for k, v in weights.items()})
         with torch.no_grad():
@@ -113,7 +113,7 @@ def test_sd1_single_file_text_encoder_keys(small_hf_config, random_ids, tmp_path
     ours = hf_to_sfumato(sd)
     assert all(k.startswith("text.") for k in ours)
     config = read_checkpoint_config_of_sd(sd, tmp_path)
-    assert (config.text.width, config.text.layers, config.embed_dim) == (768, 12, None)
+    assert (config.text.width, config.text.layers, config.embed_dim) == (768, 12, 0)
 
     tower = TextTransformer(hf_text_config_to_ours(hf), None).eval()
     sfumato.load_into(tower, {k.removeprefix("text."): v for k, v in ours.items()})

@@ -73,7 +73,7 @@ def convert(
 
 
 def _inexpressible_fields(spec: Any) -> list[str]:
-    """Fields whose value holds a None inside a table or list (``architecture.embed_dim = None``):
+    """Fields whose value holds a None inside a table or list (``architecture.logit_bias_init = None``):
     TOML cannot write them, and dropping only the None would change the value to its default."""
 
     def has_none(value: Any) -> bool:
