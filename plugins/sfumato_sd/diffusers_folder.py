@@ -42,10 +42,16 @@ REQUIRED_FILES = {
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a config file of the folder; malformed text or another top level is an error."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise sfumato.SpecError(f"malformed JSON: {exc.msg} (line {exc.lineno})", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise sfumato.SpecError("not UTF-8 text", source=str(path)) from None
+    if not isinstance(data, dict):
+        raise sfumato.SpecError(f"expected a JSON object, found {type(data).__name__}", source=str(path))
+    return data
 
 
 def check_layout(folder: Path, index: dict[str, Any]) -> list[str]:

@@ -10,7 +10,9 @@ pipeline, with no converter in the loop.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +36,62 @@ def add(sub: argparse._SubParsersAction) -> None:
         "file per weighted component, so that OUT/spec.toml loads with no converter.",
     )
     convert.add_argument("path", help="a diffusers pipeline folder, an SD 1.x .safetensors file or a spec file")
-    convert.add_argument("--out", required=True, help="output folder (created; existing files are replaced)")
+    convert.add_argument("--out", required=True,
+                         help="output folder (created; an existing non-empty folder only with --overwrite)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output folder whole")
     convert.add_argument("--set", action="append", default=[], metavar="TABLE.FIELD=VALUE", help="override a value")
     convert.set_defaults(handler=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    spec_path = convert(args.path, args.out, args.set)
+    spec_path = convert(args.path, args.out, args.set, overwrite=args.overwrite)
     print(f"wrote {spec_path}")
     return 0
 
 
 def convert(
     path: str | Path, out: str | Path, overrides: list[str] | dict[str, Any] | None = None,
-    registry: Registry | None = None,
+    registry: Registry | None = None, overwrite: bool = False,
 ) -> Path:
-    """Write ``path`` (anything ``load_pipeline`` accepts) to the folder ``out``; return the spec path."""
+    """Write ``path`` (anything ``load_pipeline`` accepts) to the folder ``out``; return the spec path.
+
+    Everything is checked and loaded before anything is written; the folder is written beside
+    ``out`` and renamed into place, so a failure leaves no half-converted folder and an existing
+    ``out`` (replaced only with ``overwrite``) stays whole until the new one is complete.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(Path(path), out, overwrite)
     pipe = Pipeline.load(path, overrides, registry)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _write(pipe, staging)
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the output is an ordinary folder
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out / SPEC_NAME
+
+
+def check_output_folder(source: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, lies inside the source folder, or would replace a
+    non-empty folder without ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out}: exists and is not a folder")
+    if source.is_dir() and out.resolve().is_relative_to(source.resolve()):
+        raise SpecError(f"--out {out}: is inside the checkpoint folder {source}; write the conversion elsewhere")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "a conversion" if (out / SPEC_NAME).exists() else "files"
+        raise SpecError(f"--out {out}: already holds {what}; pass --overwrite to replace the folder whole")
+
+
+def _write(pipe: Pipeline, out: Path) -> None:
+    """The spec and one safetensors file per weighted component, into the folder ``out``."""
     spec = pipe.spec.to_dict()  # built components wrote what they resolved (e.g. an architecture) back
     for table, component in pipe.components.items():
         fields = spec.get(table)
@@ -67,9 +106,7 @@ def convert(
             value = fields.get(name)
             if isinstance(value, str) and Path(value).exists():
                 fields[name] = _carry(Path(value), out / f"{table}.{name}{Path(value).suffix}").name
-    spec_path = out / SPEC_NAME
-    spec_path.write_text(tomli_w.dumps(spec), encoding="utf-8")
-    return spec_path
+    (out / SPEC_NAME).write_text(tomli_w.dumps(spec), encoding="utf-8")
 
 
 def _inexpressible_fields(spec: Any) -> list[str]:
