@@ -11,7 +11,7 @@ sfumato's ``[runtime] compile`` and ``torch.compile(pipe.unet)`` for diffusers. 
 its own worker process (compiled graphs and allocator state stay apart), and the JSON is rewritten
 after each, so a run stopped at its deadline keeps what it measured. The machine's ceilings are
 measured in the same run: the dense matmul rate in each dtype and the device-to-device copy
-bandwidth. ``--device cpu --size tiny`` runs the same code in seconds (the harness's own test).
+bandwidth. ``--device cpu --size tiny`` runs the same code in about 40 s on two cores (the harness's own test).
 """
 
 from __future__ import annotations
