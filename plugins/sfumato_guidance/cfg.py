@@ -84,9 +84,6 @@ class ClassifierFreeGuidance(sfumato.Guidance):
                 raise ValueError(f"interval must satisfy 0 <= start <= end <= 1, got [{start}, {end}]")
             return self
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def wrap(self, predictor: sfumato.Predictor, context: sfumato.GuidanceContext) -> sfumato.Predictor:
         spec, schedule = self.spec, context.schedule
         limited = tuple(spec.interval) != (0.0, 1.0)

@@ -37,9 +37,6 @@ class ClassifierGuidance(sfumato.Guidance):
             None, ge=0, description="Target class for every sample; None: the run's labels (generate(labels=...)).",
         )
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def wrap(self, predictor: sfumato.Predictor, context: sfumato.GuidanceContext) -> sfumato.Predictor:
         spec = self.spec
         if spec.scale == 0.0:

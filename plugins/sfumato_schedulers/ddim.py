@@ -37,7 +37,7 @@ class DDIM(sfumato.Scheduler):
         )
 
     def __init__(self, spec: Spec):
-        self.spec = spec
+        super().__init__(spec)
         self.stochastic = spec.eta > 0
 
     def plan(self, schedule, steps=None, strength=1.0):

@@ -39,9 +39,6 @@ class DDPM(sfumato.Scheduler):
             "bound, Ho et al. 2020 Sec. 3.2), or fixed_large, beta_t (better log-likelihood).",
         )
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def plan(self, schedule, steps=None, strength=1.0):
         timesteps = spaced_timesteps(
             schedule.num_timesteps, steps or self.spec.steps, self.spec.spacing, self.spec.steps_offset

@@ -24,9 +24,6 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
 
     Spec = SigmaStepOptions
 
-    def __init__(self, spec: SigmaStepOptions):
-        self.spec = spec
-
     def spaced_timesteps(self, num_train_timesteps: int, steps: int) -> np.ndarray:
         """The timesteps of ``sigmas = "default"`` plans: the spec's spacing, unrounded (as
         diffusers' Euler and Heun schedulers)."""

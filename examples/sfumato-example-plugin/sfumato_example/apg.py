@@ -28,9 +28,6 @@ class AdaptiveProjectedGuidance(sfumato.Guidance):
         eta: float = Field(0.0, ge=0, description="Weight of the update parallel to the conditional x0.")
         norm_threshold: float = Field(15.0, ge=0, description="Cap on the update's L2 norm per sample; 0 disables.")
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def wrap(self, predictor: sfumato.Predictor, context: sfumato.GuidanceContext) -> sfumato.Predictor:
         spec = self.spec
 
