@@ -26,6 +26,19 @@ class Prediction:
     eps: Tensor
     alpha_bar: Tensor
 
+    @classmethod
+    def from_x0(cls, x0: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Prediction:
+        """The prediction whose clean sample is ``x0`` at ``x_t``: ``eps = (x_t - sqrt(a) x0) / sqrt(1 - a)``.
+
+        What a guidance method that edits x0 (clamping, APG's projection) returns.
+        """
+        return cls(x0=x0, eps=(x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt(), alpha_bar=alpha_bar)
+
+    @classmethod
+    def from_eps(cls, eps: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Prediction:
+        """The prediction whose noise is ``eps`` at ``x_t``: ``x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)``."""
+        return cls(x0=(x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt(), eps=eps, alpha_bar=alpha_bar)
+
     @property
     def v(self) -> Tensor:
         """The v-prediction ``sqrt(a) * eps - sqrt(1 - a) * x0`` (Salimans & Ho, 2022)."""

@@ -44,9 +44,6 @@ class AdaptiveProjectedGuidance(sfumato.Guidance):
             unit = positive.x0 / positive.x0.norm(p=2, dim=dims, keepdim=True).clamp_min(1e-12)
             parallel = (diff * unit).sum(dim=dims, keepdim=True) * unit
             update = (diff - parallel) + spec.eta * parallel
-            x0 = positive.x0 + (spec.scale - 1) * update
-            a = positive.alpha_bar
-            eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-            return sfumato.Prediction(x0=x0, eps=eps, alpha_bar=a)
+            return sfumato.Prediction.from_x0(positive.x0 + (spec.scale - 1) * update, x, positive.alpha_bar)
 
         return guided
