@@ -11,8 +11,11 @@ with ``@sfumato.hookimpl``::
     def register_components(register):
         register(MyScheduler)
 
-Hooks receive a ``register`` callback (as ``llm`` does); the host validates what is registered,
-so a plugin cannot corrupt the registry, and a plugin that raises is named and skipped.
+``SFUMATO_PLUGIN_API`` is an integer; a plugin declaring another version (or a string) is refused
+with a message saying what it declares and what this sfumato supports. Hooks receive a
+``register`` callback (as ``llm`` does); the host validates what is registered, so a plugin cannot
+corrupt the registry. A plugin that raises anything (``SystemExit`` included) while importing or
+inside a hook is named and skipped; the other plugins load and answer.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ def register_components(register: Callable[[type], None]) -> None:
 
     Call ``register(cls)`` once per class. ``cls`` must subclass one of the interfaces in
     ``sfumato`` (its kind is taken from that base) and define ``Spec``, a ``sfumato.ComponentSpec``
-    subclass whose ``type`` field is ``Literal["<name>"] = "<name>"``. Third-party names must be
-    namespaced with a dot (``acme.karras``); short names are reserved for first-party plugins.
-    Two plugins registering the same kind and name is an error that names both.
+    subclass whose ``type`` field is ``Literal["<name>"] = "<name>"``. First-party names are
+    short: lowercase letters, digits and ``-`` (``dpmpp-2m``). Third-party names are
+    ``namespace.name`` (``acme.karras``): the namespace is the plugin's name (never another
+    plugin's) and the name follows the short-name rule. Two plugins registering the same kind and
+    name is an error that names both. Any refusal fails the whole plugin, naming it, and rolls
+    back everything it registered.
     """
 
 
@@ -58,7 +64,8 @@ def spec_from_checkpoint(path: Path) -> dict[str, Any] | None:
     (the same structure as a spec file, with absolute ``weights`` paths that the components'
     loaders understand) when this plugin recognises the format, or None to let other plugins try.
     The first non-None answer wins. Raise ``sfumato.SpecError`` for a recognised but broken
-    checkpoint, naming what is wrong.
+    checkpoint, naming what is wrong: that is the answer. Any other exception is a bug of the
+    plugin: it is skipped, the other plugins still answer, and the error names it.
     """
 
 

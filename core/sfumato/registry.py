@@ -4,23 +4,27 @@ Discovery has one code path for every plugin, first-party or not, in this order:
 
 1. the plugins named in the packaged ``registry.toml`` (source ``registry``);
 2. the ``sfumato`` entry-point group of installed distributions (source ``entry-point``);
-3. a ``registry.toml`` in the working directory, or the file given with ``--registry``
-   (source ``local``): it may add local plugin modules and disable plugins by name.
+3. the local registry file given with ``--registry FILE`` or ``SFUMATO_REGISTRY=FILE`` (source
+   ``local``): it may add local plugin modules and disable plugins by name. A ``registry.toml``
+   in the working directory is never loaded on its own (see ``local_plugins``).
 
 ``SFUMATO_DISABLE_PLUGINS`` (comma-separated names) disables plugins too. A plugin that fails to
-import, targets another plugin API, or raises inside a hook is recorded as failed with its error
-and skipped; everything it registered is rolled back and the other plugins load normally.
+import (whatever it raises, ``SystemExit`` included), targets another plugin API, registers a
+malformed name or raises inside a hook is recorded as failed with its error and skipped;
+everything it registered is rolled back and the other plugins load normally. Hooks called later
+(``spec_from_checkpoint``, ``register_commands``) name the plugin that raised, and the others
+still answer.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
-import importlib.util
 import os
 import sys
-import tomllib
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -29,10 +33,12 @@ from typing import Any, Literal
 import pluggy
 
 from . import hookspecs
-from ._version import PLUGIN_API_VERSION, __version__
+from ._version import __version__
 from .component import Component, spec_type_name
-from .errors import PluginError, SpecError
+from .errors import PluginError, SfumatoError, SpecError
 from .interfaces import KINDS
+from .local_plugins import import_local, local_registry_path, read_manifest
+from .plugin_rules import check_api_version, check_name
 
 Source = Literal["registry", "entry-point", "local"]
 PACKAGED_REGISTRY = Path(__file__).with_name("registry.toml")
@@ -41,7 +47,11 @@ ENTRY_POINT_GROUP = "sfumato"
 
 @dataclass
 class PluginInfo:
-    """One plugin as ``sfumato plugins`` shows it."""
+    """One plugin as ``sfumato plugins`` shows it.
+
+    ``failed_in`` is the hook the plugin failed in (None when it failed at import, or did not
+    fail): a plugin that failed in ``register_models`` may have provided any model name.
+    """
 
     name: str
     module: str
@@ -51,6 +61,7 @@ class PluginInfo:
     error: str | None = None
     provides: dict[str, list[str]] = field(default_factory=dict)
     hooks: list[str] = field(default_factory=list)
+    failed_in: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,31 +93,14 @@ class ModelEntry:
     plugin: str
 
 
-def read_manifest(path: Path) -> tuple[dict[str, str], list[str]]:
-    """Read a ``registry.toml``: ``[plugins] name = "module"`` and ``disable = ["name", ...]``."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"malformed TOML: {exc}", source=str(path)) from exc
-    plugins = data.get("plugins", {})
-    disable = data.get("disable", [])
-    unknown = set(data) - {"plugins", "disable"}
-    if unknown or not isinstance(plugins, dict) or not isinstance(disable, list):
-        raise SpecError(
-            "a registry file has a [plugins] table mapping names to modules and an optional "
-            f"disable = [names] list; found keys {sorted(data)}",
-            source=str(path),
-        )
-    return {str(k): str(v) for k, v in plugins.items()}, [str(n) for n in disable]
-
-
 class Registry:
     """Loads plugins and holds what they register.
 
     :param first_party: load the plugins named in the packaged ``registry.toml``.
     :param entry_points: load plugins from the ``sfumato`` entry-point group.
-    :param local: a local ``registry.toml``; ``"auto"`` uses ``./registry.toml`` when it exists
-        (and is not the packaged manifest itself), ``None`` skips it.
+    :param local: a local registry file; ``"auto"`` uses the file named by ``SFUMATO_REGISTRY``
+        when it is set, ``None`` loads none. Loading one runs its plugins' code, so a
+        ``registry.toml`` in the working directory is never used unless named.
     :param disable: plugin names not to load (added to ``SFUMATO_DISABLE_PLUGINS``).
     """
 
@@ -123,14 +117,16 @@ class Registry:
         self.components: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
         self.models: dict[str, ModelEntry] = {}
         self._plugins: dict[str, PluginInfo] = {}
+        self._packages: dict[str, str] = {}  # import package -> the plugin whose code it is
         self._pipeline_model: Any = None
 
         env = os.environ.get("SFUMATO_DISABLE_PLUGINS", "")
         self.disabled = {n.strip() for n in env.split(",") if n.strip()} | set(disable or [])
-        local_path = self._local_registry_path(local)
+        #: The local registry file that was loaded, if any.
+        self.local_path = local_registry_path(local)
         local_plugins: dict[str, str] = {}
-        if local_path is not None:
-            local_plugins, local_disable = read_manifest(local_path)
+        if self.local_path is not None:
+            local_plugins, local_disable = read_manifest(self.local_path)
             self.disabled |= set(local_disable)
         if first_party:
             packaged, _ = read_manifest(PACKAGED_REGISTRY)
@@ -141,21 +137,7 @@ class Registry:
                 version = ep.dist.version if ep.dist is not None else None
                 self.add_plugin(ep.name, ep.value, "entry-point", loader=ep.load, version=version)
         for name, module in local_plugins.items():
-            self.add_plugin(name, module, "local", base_dir=local_path.parent)
-
-    @staticmethod
-    def _local_registry_path(local: str | Path | None) -> Path | None:
-        if local is None:
-            return None
-        if local == "auto":
-            candidate = Path.cwd() / "registry.toml"
-            if not candidate.is_file() or candidate.resolve() == PACKAGED_REGISTRY.resolve():
-                return None
-            return candidate
-        path = Path(local)
-        if not path.is_file():
-            raise SpecError(f"registry file not found: {path}")
-        return path
+            self.add_plugin(name, module, "local", base_dir=self.local_path.parent)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -171,8 +153,10 @@ class Registry:
     ) -> PluginInfo | None:
         """Import, check and register one plugin, recording failure instead of raising.
 
-        ``module`` is a module object, a dotted module name, or (for local plugins) a path to a
-        ``.py`` file relative to ``base_dir``. Returns None for a disabled plugin.
+        ``module`` is a module object, a dotted module name, or (for local plugins) a module or
+        ``.py`` file found in ``base_dir``, the local registry file's folder. Whatever the
+        plugin raises, ``SystemExit`` included, fails only that plugin; an interrupt (Ctrl-C)
+        still stops. Returns None for a disabled plugin.
         """
         if name in self.disabled:
             return None
@@ -188,15 +172,22 @@ class Registry:
         self._plugins[name] = info
         self._pipeline_model = None
         try:
-            mod = module if isinstance(module, ModuleType) else (
-                loader() if loader else _import(module_name, base_dir)
-            )
+            if isinstance(module, ModuleType):
+                mod = module
+            elif loader is not None:
+                mod = loader()
+            elif base_dir is not None:
+                mod = import_local(module_name, base_dir)
+            else:
+                mod = importlib.import_module(module_name)
             info.version = info.version or (
                 __version__ if source == "registry" else getattr(mod, "__version__", None)
             )
-            _check_api_version(mod)
+            check_api_version(mod, module_name)
             self.pm.register(mod, name=name)
-        except Exception as exc:  # a broken plugin must never stop the others
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin must never stop the others
             info.status, info.error = "failed", _describe(exc)
             return info
         try:
@@ -205,6 +196,9 @@ class Registry:
             self.pm.unregister(name=name)
             info.status, info.error = "failed", f"unknown hook: {exc}"
             return info
+        package = _package_of(mod)
+        if package is not None:
+            self._packages[package] = name
         info.hooks = sorted(
             {hook.name for hook in self.pm.get_hookcallers(mod) or []}
         )
@@ -219,7 +213,7 @@ class Registry:
             staged_components.append(self._validate_component(cls, info))
 
         def register_model(name: str, spec_path: str | Path, description: str = "") -> None:
-            self._check_namespace(name, info, "model")
+            check_name(name, info.name, info.source == "registry", "model", self._plugins)
             staged_models.append(ModelEntry(name, Path(spec_path), description, info.name))
 
         calls = [("register_components", register_component), ("register_models", register_model)]
@@ -227,7 +221,9 @@ class Registry:
             for hook_name, callback in calls:
                 impl = getattr(mod, hook_name, None)
                 if hook_name in info.hooks and impl is not None:
+                    info.failed_in = hook_name
                     impl(register=callback)
+            info.failed_in = "register_components"
             for entry in staged_components:
                 kind, type_name = entry.cls.kind, entry.cls.type_name()
                 owner = self.components[kind].get(type_name)
@@ -236,16 +232,21 @@ class Registry:
                         f"{kind} type {type_name!r} is registered by both plugin {owner.plugin!r} "
                         f"and plugin {info.name!r}"
                     )
+            info.failed_in = "register_models"
             for entry in staged_models:
                 if entry.name in self.models:
                     raise PluginError(
                         f"model {entry.name!r} is registered by both plugin "
                         f"{self.models[entry.name].plugin!r} and plugin {info.name!r}"
                     )
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             self.pm.unregister(name=info.name)
-            info.status, info.error, info.hooks = "failed", _describe(exc), []
+            info.status, info.hooks = "failed", []
+            info.error = f"in {info.failed_in}: {_describe(exc)}"
             return
+        info.failed_in = None
         for entry in staged_components:
             self.components[entry.cls.kind][entry.cls.type_name()] = entry
             info.provides.setdefault(entry.cls.kind, []).append(entry.cls.type_name())
@@ -268,17 +269,9 @@ class Registry:
             raise PluginError(
                 f"{cls.__qualname__} does not implement {sorted(cls.__abstractmethods__)}"
             )
-        type_name = spec_type_name(spec_cls)
-        self._check_namespace(type_name, info, cls.kind)
+        first_party = info.source == "registry"
+        check_name(spec_type_name(spec_cls), info.name, first_party, f"{cls.kind} type", self._plugins)
         return Registered(cls, info.name)
-
-    @staticmethod
-    def _check_namespace(name: str, info: PluginInfo, what: str) -> None:
-        if info.source != "registry" and "." not in name:
-            raise PluginError(
-                f"{what} name {name!r} must be namespaced, like '{info.name}.{name}': short names "
-                "are reserved for first-party plugins"
-            )
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -288,6 +281,15 @@ class Registry:
 
     def failed(self) -> list[PluginInfo]:
         return [p for p in self._plugins.values() if p.status == "failed"]
+
+    def plugin_of_module(self, module_name: str) -> str | None:
+        """The plugin whose code the module ``module_name`` is: the plugin's module, or any module
+        of the package that module is in (``sfumato_clip.model`` -> ``clip``); None for modules of
+        no plugin. The command line uses it to name the plugin in whose code an error was raised.
+        """
+        owners = [(package, plugin) for package, plugin in self._packages.items()
+                  if module_name == package or module_name.startswith(package + ".")]
+        return max(owners, key=lambda owner: len(owner[0]))[1] if owners else None
 
     def types(self, kind: str) -> list[str]:
         """The registered type names of ``kind``, sorted."""
@@ -302,14 +304,36 @@ class Registry:
         raise SpecError(self.unknown_type_message(kind, type_name))
 
     def unknown_type_message(self, kind: str, type_name: str) -> str:
-        choices = ", ".join(repr(t) for t in sorted(self.components[kind])) or "none registered"
-        message = f"unknown {kind} type {type_name!r}; valid choices: {choices}"
+        choices = sorted(self.components[kind])
+        listed = ", ".join(repr(t) for t in choices) or "none registered"
+        return self._unknown(f"{kind} type", type_name, choices, listed, "register_components")
+
+    def _unknown(self, what: str, name: str, choices: list[str], listed: str, hook: str) -> str:
+        """The message for an unknown type or model ``name``: the valid choices, the close ones,
+        and the failed plugins that could have provided it (with their errors); other failed
+        plugins are only counted, so a typo of a first-party name is not buried in their errors."""
+        message = f"unknown {what} {name!r}; valid choices: {listed}"
+        close = difflib.get_close_matches(name, choices, n=3)
+        if close:
+            message += f" (did you mean {' or '.join(repr(c) for c in close)}?)"
         failed = self.failed()
-        namespace = type_name.split(".")[0] if "." in type_name else None
-        culprit = [p for p in failed if p.name == namespace]
-        for plugin in culprit or failed:
-            message += f". Plugin {plugin.name!r} failed to load and may provide it: {plugin.error}"
-        return message
+        culprits = [p for p in failed if self._could_provide(p, name, hook)]
+        notes = [f"Plugin {p.name!r} failed to load and may provide it: {p.error}" for p in culprits]
+        others = len(failed) - len(culprits)
+        if others:
+            plural = "s" if others > 1 else ""
+            notes.append(f"{others} {'other ' if culprits else ''}plugin{plural} failed to load; "
+                         "`sfumato plugins` shows why")
+        return ". ".join([message] + notes)
+
+    def _could_provide(self, plugin: PluginInfo, name: str, hook: str) -> bool:
+        """Whether the failed ``plugin`` could have provided ``name``: a namespaced name belongs to
+        the plugin of that name; a plugin that failed in ``hook`` (its registrations rolled back)
+        may have registered anything; a short name could only come from a first-party plugin."""
+        namespace = name.rpartition(".")[0]
+        if namespace and namespace in self._plugins:
+            return plugin.name == namespace
+        return plugin.failed_in == hook or (not namespace and plugin.source == "registry")
 
     def build(self, kind: str, spec: Any, **context: Any) -> Component:
         """Build a component of ``kind`` from a spec dict (with ``type``) or a validated Spec."""
@@ -324,7 +348,9 @@ class Registry:
             cls = self.get(kind, spec.type)
         try:
             return cls.from_spec(spec, **context)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             plugin = self.components[kind][spec.type].plugin
             raise PluginError(
                 f"plugin {plugin!r} failed to build {kind} {spec.type!r}: {_describe(exc)}"
@@ -332,27 +358,50 @@ class Registry:
 
     def model(self, name: str) -> ModelEntry:
         if name not in self.models:
-            choices = ", ".join(sorted(self.models)) or "none registered"
-            message = f"unknown model {name!r}; valid choices: {choices}"
-            for plugin in self.failed():
-                message += f". Plugin {plugin.name!r} failed to load and may provide it: {plugin.error}"
-            raise SpecError(message)
+            choices = sorted(self.models)
+            raise SpecError(self._unknown("model", name, choices, ", ".join(choices) or "none registered",
+                                          "register_models"))
         return self.models[name]
 
     def commands(self, subparsers: Any, hook: str = "register_commands") -> None:
-        """Let every plugin add CLI sub-commands through ``hook``; a plugin that raises is
-        reported as failed, not fatal."""
+        """Let every plugin add CLI sub-commands through ``hook``; a plugin that raises (even
+        ``SystemExit``) is recorded as failed with the hook's name, not fatal."""
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
-                impl.function(cli=subparsers)
-            except Exception as exc:
+                _call(impl, cli=subparsers)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
                 info = self._plugins.get(impl.plugin_name)
                 if info is not None:
-                    info.status, info.error = "failed", f"in {hook}: {_describe(exc)}"
+                    info.status, info.failed_in = "failed", hook
+                    info.error = f"in {hook}: {_describe(exc)}"
 
     def spec_from_checkpoint(self, path: Path) -> dict[str, Any] | None:
-        """Ask the plugins to describe a foreign checkpoint (file or folder) as a spec dict."""
-        return self.pm.hook.spec_from_checkpoint(path=Path(path))
+        """Ask the plugins, in hook order, to describe a foreign checkpoint (file or folder) as a
+        spec dict; the first answer wins, None when no plugin recognises it.
+
+        A ``SfumatoError`` is a plugin's answer (a recognised but broken checkpoint) and
+        propagates. Anything else a plugin raises is its own bug: the plugin is skipped, with a
+        warning naming it when another plugin answers, and when none does a ``PluginError``
+        names every plugin that raised.
+        """
+        failures = []
+        for impl in reversed(self.pm.hook.spec_from_checkpoint.get_hookimpls()):
+            try:
+                answer = _call(impl, path=Path(path))
+            except (SfumatoError, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                failures.append(f"plugin {impl.plugin_name!r} raised in spec_from_checkpoint: {_describe(exc)}")
+                continue
+            if answer is not None:
+                for failure in failures:
+                    warnings.warn(f"{path}: {failure}; skipped it", RuntimeWarning, stacklevel=2)
+                return answer
+        if failures:
+            raise PluginError(f"{path}: no plugin read it as a checkpoint; " + "; ".join(failures))
+        return None
 
     @staticmethod
     def _check_kind(kind: str) -> str:
@@ -361,39 +410,36 @@ class Registry:
         return kind
 
 
-def _import(module: str, base_dir: Path | None) -> ModuleType:
-    if base_dir is not None and module.endswith(".py"):
-        path = (base_dir / module).resolve()
-        spec = importlib.util.spec_from_file_location(f"sfumato_local_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load plugin file {path}")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-    if base_dir is not None and str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
-    return importlib.import_module(module)
+def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+    """Call one plugin's implementation of a hook with the arguments it asks for, as pluggy does."""
+    return impl.function(*(kwargs[name] for name in impl.argnames))
 
 
-def _check_api_version(mod: ModuleType) -> None:
-    declared = getattr(mod, "SFUMATO_PLUGIN_API", None)
-    if declared is None:
-        raise PluginError(
-            f"module {mod.__name__} does not declare the plugin API it targets; add "
-            f"SFUMATO_PLUGIN_API = {PLUGIN_API_VERSION}"
-        )
-    if declared != PLUGIN_API_VERSION:
-        raise PluginError(
-            f"targets sfumato plugin API {declared}, but this sfumato ({__version__}) provides "
-            f"API {PLUGIN_API_VERSION}; install a version of the plugin made for it"
-        )
+def _package_of(plugin: Any) -> str | None:
+    """The import package holding a plugin's code: the plugin module's package, or the module
+    itself when it is top-level. sfumato's own modules are never a plugin's package."""
+    if isinstance(plugin, ModuleType):
+        module_name, package = plugin.__name__, plugin.__package__ or plugin.__name__
+    else:  # an object an entry point names: the package of the module that defines it
+        module_name = getattr(plugin, "__module__", None)
+        module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+        if module is None:
+            return None
+        package = module.__package__ or module_name
+    if package == "sfumato" or package.startswith("sfumato."):
+        return module_name
+    return package
 
 
 def _describe(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    """``Type: message (at file:line)``, the line being the innermost one outside sfumato's own
+    code: for an error sfumato raises about a plugin, the plugin's line that caused it."""
+    core = str(Path(__file__).parent)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith((core, "<frozen "))]
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}{where}" if text else f"{type(exc).__name__}{where}"
 
 
 _default: Registry | None = None

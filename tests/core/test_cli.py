@@ -22,6 +22,7 @@ GOOD = (Path(__file__).parent / "test_specs.py").read_text().split('GOOD = """')
 def workdir(tmp_path, monkeypatch):
     """A working directory whose registry.toml adds the test doubles as local plugin ``test``."""
     (tmp_path / "registry.toml").write_text(f'[plugins]\ntest = "{DOUBLES}"\n')
+    monkeypatch.setenv("SFUMATO_REGISTRY", "registry.toml")
     (tmp_path / "good.toml").write_text(GOOD)
     monkeypatch.chdir(tmp_path)
     yield tmp_path

@@ -52,6 +52,7 @@ def test_local_registry_from_the_tutorial_loads_the_plugin(tutorial_modules, mon
     (folder / "registry.toml").write_text(toml_blocks[0])
     spec = "\n".join(toml_blocks[1].splitlines()[3:])  # the acme table (cfg needs the guidance plugin)
     monkeypatch.chdir(folder)
+    monkeypatch.setenv("SFUMATO_REGISTRY", "registry.toml")
     registry = sfumato.Registry(first_party=False, entry_points=False)
     [info] = registry.plugins()
     assert (info.name, info.source, info.status) == ("acme", "local", "ok")

@@ -44,6 +44,7 @@ scale = 2.0
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
     (tmp_path / "registry.toml").write_text(f'[plugins]\ntest = "{DOUBLES}"\n')
+    monkeypatch.setenv("SFUMATO_REGISTRY", "registry.toml")
     torch.manual_seed(0)
     encoder = doubles_module.CharEncoder.from_spec({})
     denoiser = doubles_module.LinearDenoiser.from_spec({})

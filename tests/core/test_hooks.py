@@ -110,6 +110,7 @@ def test_a_failing_register_commands_does_not_break_the_cli(tmp_path, monkeypatc
         "@sfumato.hookimpl\ndef register_commands(cli):\n    raise RuntimeError('cli hook broke')\n"
     )
     (tmp_path / "registry.toml").write_text('[plugins]\nbad = "bad_cli_plugin"\n')
+    monkeypatch.setenv("SFUMATO_REGISTRY", "registry.toml")
     monkeypatch.chdir(tmp_path)
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out

@@ -117,6 +117,7 @@ def test_sfumato_eval_digits_takes_a_built_in_model_by_name(example_spec, tmp_pa
         f"    register('acme.digits', {example_spec('tiny-pixel-classes')!r}, description='tiny random digits')\n"
     )
     (tmp_path / "registry.toml").write_text('[plugins]\nacme = "acme_digits"\n')
+    monkeypatch.setenv("SFUMATO_REGISTRY", "registry.toml")
     monkeypatch.chdir(tmp_path)
     try:
         assert main(["eval", "digits", "--model", "acme.digits", "--set", "scheduler.steps=1", "--per-class", "1",

@@ -18,7 +18,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         prog="sfumato", description="Diffusion models and CLIP, assembled from plugins and spec files."
     )
     parser.add_argument("--version", action="version", version=f"sfumato {__version__}")
-    parser.add_argument("--registry", metavar="FILE", help="a local registry.toml (default: ./registry.toml)")
+    parser.add_argument("--registry", metavar="FILE",
+                        help="a local registry.toml to load (or SFUMATO_REGISTRY=FILE); none is loaded unless named")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate_command.add(sub)
     plugin_commands.add(sub)
@@ -110,7 +111,7 @@ def plugin_in_traceback(exc: BaseException, registry: Registry | None) -> str | 
     tb = exc.__traceback__
     while tb is not None:
         name = tb.tb_frame.f_globals.get("__name__", "")
-        plugin = getattr(registry, "plugin_of_module", lambda _: None)(name) if name else None
+        plugin = registry.plugin_of_module(name) if name else None
         if plugin is not None:
             found = plugin
         tb = tb.tb_next
