@@ -26,3 +26,18 @@ def doubles():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def perturb():
+    """Move every parameter of a module away from its initialisation (GroupNorm weights 1, zero
+    gates and output layers, ...), so a parity test fails if any parameter is misplaced."""
+
+    def perturb(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * scale)
+        return module.eval()
+
+    return perturb

@@ -32,6 +32,9 @@ from .interfaces import (
     bind_predictor,
 )
 from .noise_schedule import DiffusionSpec, NoiseSchedule
+from .sigma_schedule import NoiseLevels, SigmaSchedule, SigmaScheduleField, build_sigma_schedule
+from . import spacing
+from . import nn
 from .generation import GenerationResult, from_pil, generate, to_pil
 from .outputs import image_grid
 from .pipeline import Pipeline
@@ -86,5 +89,6 @@ __all__ = [
     "save_weights", "plugins", "build", "load_pipeline", "GenerationResult", "from_pil", "generate",
     "to_pil", "image_grid", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
     "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
-    "TrainSpec", "collate_examples", "train",
+    "TrainSpec", "collate_examples", "train", "nn",
+    "NoiseLevels", "SigmaSchedule", "SigmaScheduleField", "build_sigma_schedule", "spacing",
 ]

@@ -10,43 +10,25 @@ network is small enough for pixels of tiny images or for latents.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 import sfumato
 
-
-def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """``[B]`` float timesteps -> ``[B, dim]``: ``[cos(t f_i), sin(t f_i)]`` with
-    ``f_i = max_period^(-i / (dim / 2))`` (Vaswani et al. 2017, as in DDPM)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = t.float()[:, None] * freqs[None, :]  # (B, half)
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+#: GroupNorm epsilon of every norm (PyTorch's default, which the shipped weights were trained with).
+NORM_EPS = 1e-5
 
 
-class ResidualBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, the timestep embedding added between (as in DDPM's U-Net)."""
+class ResidualBlock(sfumato.nn.ResnetBlock):
+    """``sfumato.nn.ResnetBlock`` with the timestep embedding (as in DDPM's U-Net), under the key
+    names this classifier's checkpoints use: ``embed`` for the embedding projection, ``skip`` for
+    the 1x1 shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, embed_dim: int, groups: int):
-        super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.embed = nn.Linear(embed_dim, out_channels)
-        self.norm2 = nn.GroupNorm(groups, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
-
-    def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.embed(F.silu(embedding))[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+    embedding_name = "embed"
+    shortcut_name = "skip"
 
 
 class NoiseClassifier(sfumato.Classifier):
@@ -85,18 +67,20 @@ class NoiseClassifier(sfumato.Classifier):
         for level, out_width in enumerate(spec.channels):
             level_blocks = nn.ModuleList()
             for _ in range(spec.blocks_per_level):
-                level_blocks.append(ResidualBlock(width, out_width, embed_dim, spec.norm_groups))
+                level_blocks.append(ResidualBlock(width, out_width, groups=spec.norm_groups, eps=NORM_EPS,
+                                                  embed_dim=embed_dim))
                 width = out_width
             self.blocks.append(level_blocks)
             last = level == len(spec.channels) - 1
             self.downsamples.append(nn.Identity() if last else nn.Conv2d(width, width, 3, stride=2, padding=1))
-        self.norm_out = nn.GroupNorm(spec.norm_groups, width)
+        self.norm_out = nn.GroupNorm(spec.norm_groups, width, eps=NORM_EPS)
         self.head = nn.Linear(width, spec.num_classes)
         if spec.weights:
             sfumato.load_into(self, sfumato.load_weights(spec.weights), source=spec.weights)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        embedding = self.time_mlp(sinusoidal_embedding(t.reshape(-1).expand(x.shape[0]), self.time_dim).to(x.dtype))
+        t = t.reshape(-1).expand(x.shape[0])  # () or (B,) -> (B,)
+        embedding = self.time_mlp(sfumato.nn.timestep_embedding(t, self.time_dim).to(x.dtype))  # (B, 4 * C0)
         h = self.conv_in(x)
         for level_blocks, downsample in zip(self.blocks, self.downsamples):
             for block in level_blocks:

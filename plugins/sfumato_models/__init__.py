@@ -3,8 +3,10 @@ so ``sfumato generate "a red circle above a blue square"`` works offline on a CP
 
 Each model family is a folder holding pipeline specs (``spec.toml``, and more for variants that
 share the folder's weights, such as ``digits/text.toml``; weights paths relative to the spec),
-float16 safetensors weights, a model card (``MODEL_CARD.md``: data, recipe specs, steps, time,
-hardware, evaluation) and the training specs that made it (``train/``).
+float16 safetensors weights, the tokenizer its text encoder reads, and a model card
+(``MODEL_CARD.md``: data, recipe, steps, time, hardware, evaluation). What rebuilds a folder (the
+training specs, build scripts and evaluation records) stays in the repository, in
+``builds/<family>/``, and is not installed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The U-Net's stages: a down block per resolution level, the middle block, an up block per level.
 
-Each block is a list of residual blocks, each optionally followed by an attention block, then a
-resampler. Attribute names (``resnets``, ``attentions``, ``downsamplers``, ``upsamplers``)
+Each block is a list of residual blocks (``sfumato.nn.ResnetBlock``, with the time embedding), each
+optionally followed by an attention block, then a resampler (``sfumato.nn.Downsample`` /
+``Upsample``). Attribute names (``resnets``, ``attentions``, ``downsamplers``, ``upsamplers``)
 follow the diffusers layout, so diffusers checkpoints load without renaming.
 """
 
@@ -12,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .resnet import Downsample, ResnetBlock, Upsample
+import sfumato
 
 #: Builds one attention block for a level (a ``SpatialSelfAttention`` or ``SpatialTransformer``).
 AttentionFactory = Callable[[], nn.Module]
@@ -39,11 +40,12 @@ class DownBlock(nn.Module):
                  dropout: float, attention: AttentionFactory | None, downsample: bool, downsample_padding: int):
         super().__init__()
         self.resnets = nn.ModuleList([
-            ResnetBlock(in_channels if i == 0 else out_channels, out_channels, embed_dim, groups, eps, dropout)
+            sfumato.nn.ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups=groups, eps=eps,
+                                   dropout=dropout, embed_dim=embed_dim)
             for i in range(layers)
         ])
         self.attentions = _attentions(attention, layers)
-        self.downsamplers = nn.ModuleList([Downsample(out_channels, downsample_padding)] if downsample else [])
+        self.downsamplers = nn.ModuleList([sfumato.nn.Downsample(out_channels, downsample_padding)] if downsample else [])
 
     def forward(self, h: Tensor, emb: Tensor, context: Tensor | None) -> tuple[Tensor, list[Tensor]]:
         skips = []
@@ -62,7 +64,10 @@ class MidBlock(nn.Module):
     def __init__(self, channels: int, embed_dim: int, groups: int, eps: float, dropout: float,
                  attention: AttentionFactory | None):
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock(channels, channels, embed_dim, groups, eps, dropout) for _ in range(2)])
+        self.resnets = nn.ModuleList([
+            sfumato.nn.ResnetBlock(channels, channels, groups=groups, eps=eps, dropout=dropout, embed_dim=embed_dim)
+            for _ in range(2)
+        ])
         self.attentions = _attentions(attention, 1)
 
     def forward(self, h: Tensor, emb: Tensor, context: Tensor | None) -> Tensor:
@@ -82,14 +87,14 @@ class UpBlock(nn.Module):
                  groups: int, eps: float, dropout: float, attention: AttentionFactory | None, upsample: bool):
         super().__init__()
         self.resnets = nn.ModuleList([
-            ResnetBlock(
+            sfumato.nn.ResnetBlock(
                 (prev_channels if i == 0 else out_channels) + (in_channels if i == layers - 1 else out_channels),
-                out_channels, embed_dim, groups, eps, dropout,
+                out_channels, groups=groups, eps=eps, dropout=dropout, embed_dim=embed_dim,
             )
             for i in range(layers)
         ])
         self.attentions = _attentions(attention, layers)
-        self.upsamplers = nn.ModuleList([Upsample(out_channels)] if upsample else [])
+        self.upsamplers = nn.ModuleList([sfumato.nn.Upsample(out_channels)] if upsample else [])
 
     def forward(self, h: Tensor, skips: list[Tensor], emb: Tensor, context: Tensor | None,
                 upsample_size: tuple[int, int] | None = None) -> Tensor:

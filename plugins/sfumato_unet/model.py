@@ -25,7 +25,6 @@ from .attention import SpatialSelfAttention
 from .blocks import AttentionFactory, DownBlock, MidBlock, UpBlock
 from .checkpoints import read_unet_weights
 from .diffusers_format import load_diffusers_folder, save_diffusers_folder
-from .embeddings import TimestepEmbedding, timestep_embedding
 from .ldm import unet_state_dict_from_ldm
 from .spec import UNetSpec, unet_config
 from .transformer import SpatialTransformer
@@ -51,7 +50,7 @@ class UNet(sfumato.Denoiser):
         embed_dim = channels[0] * 4
         resnet = dict(embed_dim=embed_dim, groups=spec.norm_num_groups, eps=spec.norm_eps, dropout=spec.dropout)
 
-        self.time_embedding = TimestepEmbedding(channels[0], embed_dim)
+        self.time_embedding = sfumato.nn.TimestepEmbedding(channels[0], embed_dim)
         self.class_embedding = nn.Embedding(spec.num_class_embeds, embed_dim) if spec.num_classes else None
         self.num_classes = spec.num_classes
         self.null_label = spec.num_classes if spec.num_classes and spec.null_class else None
@@ -95,7 +94,7 @@ class UNet(sfumato.Denoiser):
         """The vector each residual block receives: time MLP(sinusoid(t)) (+ class embedding). ``[B, 4 * C0]``."""
         spec = self.spec
         emb = self.time_embedding(
-            timestep_embedding(t, spec.block_out_channels[0], spec.flip_sin_to_cos, spec.freq_shift).to(dtype)
+            sfumato.nn.timestep_embedding(t, spec.block_out_channels[0], spec.flip_sin_to_cos, spec.freq_shift).to(dtype)
         )
         if self.class_embedding is not None:
             if labels is None:

@@ -1,9 +1,10 @@
-"""Building blocks of the KL autoencoder: ResNet block, mid-block self-attention, resampling.
+"""Building blocks of the KL autoencoder: its ResNet block and the mid block's self-attention.
 
 These follow the convolutional VAE of Latent Diffusion (Rombach et al. 2022,
 https://arxiv.org/abs/2112.10752), itself the VQGAN autoencoder (Esser et al. 2021,
 https://arxiv.org/abs/2012.09841) with a KL-regularised bottleneck. Every normalisation is a
-GroupNorm with ``eps=1e-6`` and every activation is SiLU, as in the released checkpoints.
+GroupNorm with ``eps=1e-6`` and every activation is SiLU, as in the released checkpoints. The
+ResNet block and the resamplers are the shared ``sfumato.nn`` ones (the U-Net uses them too).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+
+import sfumato
 
 NORM_EPS = 1e-6
 
@@ -20,23 +23,12 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=NORM_EPS)
 
 
-class ResnetBlock(nn.Module):
-    """``x + conv(silu(norm(conv(silu(norm(x))))))``, with a 1x1 conv on the skip path when the
-    width changes (He et al. 2016, https://arxiv.org/abs/1603.05027, pre-activation form)."""
+class ResnetBlock(sfumato.nn.ResnetBlock):
+    """``sfumato.nn.ResnetBlock`` as this autoencoder's checkpoints name it: the 1x1 skip
+    convolution is ``shortcut`` (``formats.py`` maps it to diffusers' ``conv_shortcut`` and LDM's
+    ``nin_shortcut``). Built without a time embedding, with ``eps=NORM_EPS``."""
 
-    def __init__(self, in_channels: int, out_channels: int, groups: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1 = group_norm(in_channels, groups)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels, groups)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.shortcut(x) + h
+    shortcut_name = "shortcut"
 
 
 class SelfAttention(nn.Module):
@@ -75,32 +67,9 @@ class MidBlock(nn.Module):
 
     def __init__(self, channels: int, groups: int, attention: bool = True):
         super().__init__()
-        self.resnet_1 = ResnetBlock(channels, channels, groups)
+        self.resnet_1 = ResnetBlock(channels, channels, groups=groups, eps=NORM_EPS)
         self.attention = SelfAttention(channels, groups) if attention else nn.Identity()
-        self.resnet_2 = ResnetBlock(channels, channels, groups)
+        self.resnet_2 = ResnetBlock(channels, channels, groups=groups, eps=NORM_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.resnet_2(self.attention(self.resnet_1(x)))
-
-
-class Downsample(nn.Module):
-    """Halve the resolution with a stride-2 3x3 conv. The input is padded by one pixel on the
-    right and bottom only (asymmetric padding, as the checkpoints were trained)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))  # (B, C, H, W) -> (B, C, H/2, W/2)
-
-
-class Upsample(nn.Module):
-    """Double the resolution: nearest-neighbour interpolation, then a 3x3 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)

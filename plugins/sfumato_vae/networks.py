@@ -1,5 +1,7 @@
 """The two halves of the KL autoencoder: the encoder (image -> Gaussian moments) and the decoder
-(latents -> image). See ``layers.py`` for the blocks and the papers."""
+(latents -> image). See ``layers.py`` for the blocks and the papers; the resamplers are
+``sfumato.nn.Downsample`` (padded right and bottom, as the checkpoints were trained) and
+``sfumato.nn.Upsample``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import Downsample, MidBlock, ResnetBlock, Upsample, group_norm
+import sfumato
+
+from .layers import NORM_EPS, MidBlock, ResnetBlock, group_norm
 
 
 class Architecture(NamedTuple):
@@ -28,7 +32,9 @@ class Stage(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int, resample: nn.Module):
         super().__init__()
         widths = [in_channels] + [out_channels] * layers
-        self.resnets = nn.ModuleList(ResnetBlock(a, b, groups) for a, b in zip(widths[:-1], widths[1:]))
+        self.resnets = nn.ModuleList(
+            ResnetBlock(a, b, groups=groups, eps=NORM_EPS) for a, b in zip(widths[:-1], widths[1:])
+        )
         self.resample = resample
 
     def forward(self, x: Tensor) -> Tensor:
@@ -50,7 +56,7 @@ class Encoder(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         self.down = nn.ModuleList(
             Stage(widths_in[i], widths[i], arch.layers_per_block, groups,
-                  Downsample(widths[i]) if i < last else nn.Identity())
+                  sfumato.nn.Downsample(widths[i], padding=0) if i < last else nn.Identity())
             for i in range(len(widths))
         )
         self.mid = MidBlock(widths[-1], groups, attention=arch.mid_attention)
@@ -77,7 +83,7 @@ class Decoder(nn.Module):
         self.mid = MidBlock(widths[0], groups, attention=arch.mid_attention)
         self.up = nn.ModuleList(
             Stage(widths_in[i], widths[i], arch.layers_per_block + 1, groups,
-                  Upsample(widths[i]) if i < last else nn.Identity())
+                  sfumato.nn.Upsample(widths[i]) if i < last else nn.Identity())
             for i in range(len(widths))
         )
         self.norm_out = group_norm(widths[-1], groups)

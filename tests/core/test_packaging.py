@@ -4,6 +4,7 @@ and installed into a fresh virtual environment it finds all first-party plugins.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,9 +22,18 @@ MANIFEST = tomllib.loads((ROOT / "registry.toml").read_text())["plugins"]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """A wheel built from a clean copy of the files git tracks (or would track), so stale build
+    output in the checkout (an ignored ``build/lib``) cannot leak into it."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        path = ROOT / name
+        if path.is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, source / name, follow_symlinks=False)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)],
         check=True, capture_output=True,
     )
     [path] = out.glob("sfumato-*.whl")
@@ -41,10 +51,17 @@ def test_wheel_contains_core_plugins_and_manifest(wheel):
     for module in MANIFEST.values():
         assert f"{module}/__init__.py" in names, f"{module} missing from the wheel"
     assert "sfumato/testing/conformance.py" in names
-    for shipped in ("sfumato_models/shapes/spec.toml", "sfumato_models/shapes/unet.safetensors",
-                    "sfumato_models/shapes/tokenizer.json", "sfumato_clip/bpe_simple_vocab_16e6.txt.gz",
-                    "sfumato_unet/configs/sd15.json", "sfumato_vae/configs/sd1_vae.json"):
+    for shipped in ("sfumato/nn.py", "sfumato_models/shapes/spec.toml", "sfumato_models/shapes/unet.safetensors",
+                    "sfumato_models/shapes/tokenizer.json", "sfumato_models/digits/MODEL_CARD.md",
+                    "sfumato_clip/bpe_simple_vocab_16e6.txt.gz", "sfumato_unet/configs/sd15.json",
+                    "sfumato_vae/configs/sd1_vae.json"):
         assert shipped in names, f"{shipped} missing from the wheel"
+    # A built-in model ships its specs, weights, tokenizer and card; what rebuilds it stays in builds/.
+    models = [n.removeprefix("sfumato_models/") for n in names if n.startswith("sfumato_models/")]
+    extras = [n for n in models if n != "__init__.py" and not (
+        n.count("/") == 1 and n.endswith((".toml", ".safetensors", "/tokenizer.json", "/MODEL_CARD.md")))]
+    assert not extras, f"model-building files in the wheel (they belong in builds/): {extras}"
+    assert not any("/train/" in n or n.startswith("builds/") or n.endswith(".sh") for n in names)
     assert not any(n.startswith(("core/", "plugins/")) for n in names), "no top-level core/plugins packages"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "sfumato = sfumato.cli:main" in entry_points

@@ -89,7 +89,7 @@ def test_digits_text_draws_the_digit_its_prompt_names(judge):
     prompts = [f"a handwritten digit {c}" for c in range(10)]
     result = pipe(prompts, num_images=2, seed=0, progress=False)
     assert len(result.images) == 20 and result.images[0].size == (16, 16)
-    # measured: 1.000 over 500 images (train/eval-text-cfg3.json), 20/20 here; chance is 0.1
+    # measured: 1.000 over 500 images (builds/digits/eval-text-cfg3.json), 20/20 here; chance is 0.1
     assert accuracy(judge, result.images, torch.arange(10).repeat_interleave(2)) >= 0.85
 
 
@@ -99,7 +99,7 @@ def test_the_small_clip_classifies_real_test_digits_zero_shot(test_digits):
                               templates=("a handwritten digit {}",))
     images, labels = test_digits
     predicted = clip.logits(images).argmax(dim=1)
-    # measured: 0.983 zero-shot on all 359 test digits (train/zero-shot.json), 40/40 here
+    # measured: 0.983 zero-shot on all 359 test digits (builds/digits/zero-shot.json), 40/40 here
     assert (predicted == labels).float().mean().item() >= 0.9
 
 
@@ -124,6 +124,6 @@ def test_classifier_guidance_alone_draws_the_requested_classes(judge):
     unguided = sfumato.load_pipeline("digits-guided", overrides={"guidance.1.scale": 0.0})(
         labels=labels, num_images=2, seed=0, progress=False)
     guided_accuracy, unguided_accuracy = accuracy(judge, guided.images, expected), accuracy(judge, unguided.images, expected)
-    # measured over 500 images: 0.964 guided, 0.098 unguided (train/eval-guided-scale{7,0}.json);
+    # measured over 500 images: 0.964 guided, 0.098 unguided (builds/digits/eval-guided-scale{7,0}.json);
     # here 0.95 and 0.10
     assert guided_accuracy >= 0.8 and guided_accuracy >= unguided_accuracy + 0.4

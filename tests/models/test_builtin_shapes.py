@@ -71,6 +71,6 @@ def test_the_shapes_clip_reads_colour_and_shape_zero_shot():
     dataset = sfumato.build("dataset", {"type": "shapes", "resolution": 32, "length": 120, "seed": 9,
                                         "scenes": ["single"]})
     tasks = {task.name: task for task in shapes_tasks([dataset[i] for i in range(len(dataset))])}
-    # measured on 1,000 scenes (train/zero-shot.json): colour 1.000, shape 0.934; chance 1/8 and 1/3
+    # measured on 1,000 scenes (builds/shapes/zero-shot.json): colour 1.000, shape 0.934; chance 1/8 and 1/3
     assert zero_shot_scores(pipe.text_encoder, pipe.image_encoder, tasks["color"])["top1"] >= 0.95
     assert zero_shot_scores(pipe.text_encoder, pipe.image_encoder, tasks["shape"])["top1"] >= 0.85

@@ -1,8 +1,8 @@
 """Print 1 / std of the trained VAE's latents on shapes images: the `scaling_factor` that gives
 the diffusion model unit-variance latents (as Stable Diffusion's 0.18215 does for its VAE).
 
-Usage: ``python latent_scale.py [RUN]`` (default ``runs/shapes-vae``); the VAE's architecture is
-read from the run's ``trained.toml``.
+Usage: ``python -m builds.shapes.latent_scale [RUN]`` from the repository root (default
+``runs/shapes-vae``); the VAE's architecture is read from the run's ``trained.toml``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from pathlib import Path
 import torch
 
 import sfumato
-from sfumato_models.packaging import trained_spec
-
-ROOT = Path(__file__).resolve().parents[4]
+from builds.package_model import RUNS, trained_spec
 
 
 def load_vae(run: Path) -> torch.nn.Module:
@@ -27,7 +25,7 @@ def load_vae(run: Path) -> torch.nn.Module:
 
 def main(argv: list[str]) -> int:
     torch.set_grad_enabled(False)
-    vae = load_vae(Path(argv[0]) if argv else ROOT / "runs/shapes-vae")
+    vae = load_vae(Path(argv[0]) if argv else RUNS / "shapes-vae")
     dataset = sfumato.build("dataset", {"type": "shapes", "resolution": 64, "length": 512, "seed": 99})
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
     latents = torch.cat([vae.encode(batch) for batch in images.split(64)])

@@ -1,18 +1,19 @@
-"""Package the trained `shapes` runs into the plugin: float16 weights plus the pipeline spec."""
+"""Package the trained `shapes` runs into the plugin: float16 weights plus the pipeline spec.
+
+    python -m builds.shapes.package        # from the repository root
+"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
-from sfumato_models.packaging import package, trained_spec
+from builds.package_model import MODELS, RUNS, package, trained_spec
 
-ROOT = Path(__file__).resolve().parents[4]
-MODEL = Path(__file__).resolve().parents[1]
-CLIP, IMAGE = ROOT / "runs/shapes-clip", ROOT / "runs/shapes-clip-image2"
-UNET = ROOT / "runs/shapes-unet-extend"
+MODEL = MODELS / "shapes"
+CLIP, IMAGE = RUNS / "shapes-clip", RUNS / "shapes-clip-image2"
+UNET = RUNS / "shapes-unet-extend"
 
 
 def main() -> int:
@@ -27,7 +28,7 @@ def main() -> int:
         "image_encoder": (IMAGE, "image_encoder.safetensors", {}),
         "autoencoder": (UNET, "vae.safetensors", {}),
         "denoiser": (UNET, "unet.safetensors", {}),
-    }, note="The built-in `shapes` model (see MODEL_CARD.md). Written by train/package.py.")
+    }, note="The built-in `shapes` model (see MODEL_CARD.md). Written by builds/shapes/package.py.")
     print(f"packaged {MODEL} ({size / 1e6:.1f} MB of weights)")
     return 0
 

@@ -1,13 +1,15 @@
-"""Write the model card's sample grid, docs/shapes-generate.png: one row per prompt, seed 0."""
+"""Write the model card's sample grid, docs/shapes-generate.png: one row per prompt, seed 0.
+
+    python -m builds.shapes.samples        # from the repository root
+"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import sfumato
+from builds.package_model import ROOT
 
-ROOT = Path(__file__).resolve().parents[4]
 PROMPTS = ["a red circle above a blue square", "three green triangles", "a yellow square",
            "a purple circle to the left of an orange triangle"]
 

@@ -1,8 +1,8 @@
 """Turning training runs into a built-in model folder: float16 weights plus a pipeline spec.
 
-Used by each model's ``train/package.py``. The spec copies every component's table from the
-resolved spec the harness wrote (``runs/*/trained.toml``), architecture included, so the spec
-says what each weights file holds.
+Used by each family's ``package.py``. The spec copies every component's table from the resolved
+spec the harness wrote (``runs/*/trained.toml``), architecture included, so the spec says what
+each weights file holds.
 """
 
 from __future__ import annotations
@@ -14,6 +14,13 @@ from typing import Any
 import tomli_w
 
 import sfumato
+
+#: The repository checkout these scripts live in.
+ROOT = Path(__file__).resolve().parent.parent
+#: Where the training specs write their runs (their ``out = "runs/..."``, from the repository root).
+RUNS = ROOT / "runs"
+#: The shipped model folders, one per family.
+MODELS = ROOT / "plugins" / "sfumato_models"
 
 
 def trained_spec(run: Path) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Package the trained `digits` runs into the plugin: float16 weights plus one pipeline spec per
 built-in model of the folder.
 
-    python plugins/sfumato_models/digits/train/package.py                  # all three
-    python plugins/sfumato_models/digits/train/package.py digits-text      # only some
+    python -m builds.digits.package                  # all three, from the repository root
+    python -m builds.digits.package digits-text      # only some
 
 - `digits` (spec.toml): the class-conditional U-Net of runs/digits-unet, CFG 3;
 - `digits-text` (text.toml): the digits CLIP (runs/digits-clip, both towers) and the
@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from pathlib import Path
 
 import torch
 
-from sfumato_models.packaging import package, trained_spec
+from builds.package_model import MODELS, RUNS, package, trained_spec
 
-ROOT = Path(__file__).resolve().parents[4]
-MODEL = Path(__file__).resolve().parents[1]
-UNET, UNET_TEXT = ROOT / "runs/digits-unet", ROOT / "runs/digits-unet-text"
-CLIP, CLASSIFIER = ROOT / "runs/digits-clip", ROOT / "runs/digits-classifier"
+MODEL = MODELS / "digits"
+UNET, UNET_TEXT = RUNS / "digits-unet", RUNS / "digits-unet-text"
+CLIP, CLASSIFIER = RUNS / "digits-clip", RUNS / "digits-classifier"
 PIXELS = {"task": {"type": "class-to-image", "height": 16, "width": 16}, "autoencoder": {"type": "identity"}}
 SCHEDULER = {"type": "ddim", "steps": 20}
-#: Classifier scale of `digits-guided` (train/eval-guided-*.json holds the scales measured).
+#: Classifier scale of `digits-guided` (eval-guided-*.json beside this file holds the scales measured).
 CLASSIFIER_SCALE = 7.0
 
 
 def note(name: str) -> str:
-    return f"The built-in `{name}` model (see MODEL_CARD.md). Written by train/package.py."
+    return f"The built-in `{name}` model (see MODEL_CARD.md). Written by builds/digits/package.py."
 
 
 def package_digits() -> int:
