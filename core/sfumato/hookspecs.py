@@ -31,8 +31,8 @@ hookimpl = pluggy.HookimplMarker("sfumato")
 
 @hookspec
 def register_components(register: Callable[[type], None]) -> None:
-    """Register component classes: encoders, denoisers, autoencoders, schedulers, guidance
-    methods, datasets and tasks.
+    """Register component classes: encoders, denoisers, autoencoders, schedulers, sigma
+    schedules, guidance methods, classifiers, datasets and tasks.
 
     Call ``register(cls)`` once per class. ``cls`` must subclass one of the interfaces in
     ``sfumato`` (its kind is taken from that base) and define ``Spec``, a ``sfumato.ComponentSpec``

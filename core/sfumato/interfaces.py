@@ -11,6 +11,8 @@ guidance       wraps a predictor into a guided predictor
 classifier     noise-aware classifier ``(x_t, t) -> logits`` for classifier guidance
 dataset        yields training examples (image, caption and/or label)
 task           a named job over a pipeline's components (text-to-image, classify, ...)
+sigmas         ``sigmas(formulation, steps) -> [steps]`` decreasing noise levels; selected by a
+               scheduler's ``sigmas`` field (``sfumato.sigma_schedule``)
 =============  =========================================================================
 
 Weighted components (encoders, denoisers, autoencoders) are ``torch.nn.Module`` subclasses.
@@ -29,6 +31,7 @@ from .component import Component
 from .conditioning import Conditioning
 from .noise_schedule import NoiseSchedule
 from .prediction import Prediction
+from .sigma_schedule import SigmaSchedule
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -312,5 +315,6 @@ class Task(Component, ABC):
 
 
 KINDS: dict[str, type[Component]] = {
-    cls.kind: cls for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Classifier, Dataset, Task)
+    cls.kind: cls
+    for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Classifier, Dataset, Task, SigmaSchedule)
 }

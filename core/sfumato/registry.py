@@ -303,10 +303,14 @@ class Registry:
             return entries[type_name].cls
         raise SpecError(self.unknown_type_message(kind, type_name))
 
-    def unknown_type_message(self, kind: str, type_name: str) -> str:
-        choices = sorted(self.components[kind])
+    def unknown_type_message(self, kind: str, type_name: str, extra_choices: tuple[str, ...] = (),
+                             what: str | None = None) -> str:
+        """The message for an unknown ``type_name`` of ``kind``: the valid choices (``extra_choices``
+        first: values a field accepts besides the registered names, such as ``"default"``), the
+        close ones, and the failed plugins that could have provided it."""
+        choices = [*extra_choices, *sorted(self.components[kind])]
         listed = ", ".join(repr(t) for t in choices) or "none registered"
-        return self._unknown(f"{kind} type", type_name, choices, listed, "register_components")
+        return self._unknown(what or f"{kind} type", type_name, choices, listed, "register_components")
 
     def _unknown(self, what: str, name: str, choices: list[str], listed: str, hook: str) -> str:
         """The message for an unknown type or model ``name``: the valid choices, the close ones,
@@ -348,8 +352,8 @@ class Registry:
             cls = self.get(kind, spec.type)
         try:
             return cls.from_spec(spec, **context)
-        except KeyboardInterrupt:
-            raise
+        except (KeyboardInterrupt, SfumatoError):
+            raise  # an error raised on purpose already says what was wrong and where
         except BaseException as exc:
             plugin = self.components[kind][spec.type].plugin
             raise PluginError(

@@ -15,12 +15,16 @@ from torch import Tensor
 
 import sfumato
 
-from .spacing import SigmaStepOptions, keep_strength, respaced_sigmas, spaced_timesteps
+from .spacing import SigmaStepOptions, keep_strength, spaced_timesteps
 
 
 class SigmaSpaceScheduler(sfumato.Scheduler):
     """Plans sigmas with a trailing 0, noises as ``x0 + sigma * noise`` and calls the model on the
-    variance-preserving sample. Subclasses implement ``step`` and may change the two rules below."""
+    variance-preserving sample. Subclasses implement ``step`` and may change the two rules below.
+
+    The noise levels come from the spec's sigma schedule (``sigmas``: any registered one, built
+    with ``sfumato.build_sigma_schedule``), or, for ``"default"``, from the spaced timesteps.
+    """
 
     Spec = SigmaStepOptions
 
@@ -49,12 +53,13 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
 
     def plan(self, schedule, steps=None, strength=1.0):
         steps = steps or self.spec.steps
-        if self.spec.sigmas == "default":
+        sigma_schedule = sfumato.build_sigma_schedule(self.spec.sigmas)
+        if sigma_schedule is None:  # "default": the sigmas of the spaced timesteps
             timesteps = self.spaced_timesteps(schedule.num_timesteps, steps)
             sigmas = torch.from_numpy(self.interpolated_sigmas(schedule, timesteps))
-            timesteps = schedule.timestep_at(sigmas)  # moves fractional timesteps to their sigma
         else:
-            timesteps, sigmas = respaced_sigmas(schedule, steps, self.spec.sigmas)
+            sigmas = checked_sigmas(sigma_schedule, sigma_schedule.sigmas(schedule, steps), steps)
+        timesteps = schedule.timestep_at(sigmas)  # fractional where a sigma falls between timesteps
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])  # (N + 1,): every run ends clean
         plan = sfumato.SamplingPlan(timesteps, sigmas, self.init_noise_sigma(sigmas), schedule,
                                     extra=self.step_tables(sigmas))
@@ -86,3 +91,20 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
         if plan.extra and "dsigma" in plan.extra:
             return plan.extra["dsigma"][i]
         return plan.sigmas[i + 1] - plan.sigmas[i]
+
+
+def checked_sigmas(sigma_schedule: sfumato.SigmaSchedule, sigmas: Tensor, steps: int) -> Tensor:
+    """``sigmas`` as float32 if they keep the ``SigmaSchedule`` contract (``[steps]``, finite,
+    positive, strictly decreasing), so that a faulty schedule is named here, not found as NaN later."""
+    if sigmas.shape != (steps,):
+        raise sigma_schedule.spec_error(f"gave shape {tuple(sigmas.shape)} for {steps} steps, not ({steps},)")
+    if not (torch.isfinite(sigmas).all() and (sigmas > 0).all()):
+        raise sigma_schedule.spec_error(f"gave levels that are not finite and positive for {steps} steps")
+    rising = (sigmas.diff() >= 0).nonzero()
+    if len(rising):
+        i = int(rising[0])
+        raise sigma_schedule.spec_error(
+            f"gave levels that do not decrease for {steps} steps: level {i} is {float(sigmas[i]):.6g}, "
+            f"level {i + 1} is {float(sigmas[i + 1]):.6g}"
+        )
+    return sigmas.to(torch.float32)

@@ -27,7 +27,7 @@ BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squared
 PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "sample"}
 #: Settings a sfumato scheduler cannot express, with the only value it reproduces.
 UNSUPPORTED = {
-    "interpolation_type": "linear", "use_beta_sigmas": False, "use_lu_lambdas": False, "use_flow_sigmas": False,
+    "interpolation_type": "linear", "use_lu_lambdas": False, "use_flow_sigmas": False,
     "timestep_type": "discrete", "final_sigmas_type": "zero", "sigma_min": None, "sigma_max": None,
     "algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "midpoint", "euler_at_final": False,
 }
@@ -99,6 +99,8 @@ def scheduler_table(config: dict[str, Any], source: str) -> dict[str, Any]:
             table["sigmas"] = "karras"
         elif config.get("use_exponential_sigmas"):
             table["sigmas"] = "exponential"
+        elif config.get("use_beta_sigmas"):
+            table["sigmas"] = "beta"  # diffusers fixes alpha = beta = 0.6, the defaults of `beta`
         if config.get("thresholding") or config.get("clip_sample"):
             ignored.append("thresholding / clip_sample (only ddpm and ddim clip x0)")
     ignored += [f"{name} {config[name]!r}" for name, accepted in UNSUPPORTED.items()

@@ -139,6 +139,7 @@ def test_unknown_files_say_what_is_supported(tmp_path):
 @pytest.mark.parametrize("config, expected", [
     ({"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "trailing", "use_karras_sigmas": True},
      {"type": "euler", "spacing": "trailing", "sigmas": "karras"}),
+    ({"_class_name": "HeunDiscreteScheduler", "use_beta_sigmas": True}, {"type": "heun", "sigmas": "beta"}),
     ({"_class_name": "DDIMScheduler"}, {"type": "ddim", "thresholding": "clip", "clip_sample_range": 1.0,
                                         "set_alpha_to_one": True}),
     ({"_class_name": "DPMSolverMultistepScheduler", "steps_offset": 1, "timestep_spacing": "leading"},
