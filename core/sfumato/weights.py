@@ -1,14 +1,18 @@
 """Reading and writing weights: safetensors in and out, atomic writes, strict key checking.
 
 Pickle checkpoints (``.ckpt``, ``.pt``, ``.bin``) are refused unless the caller passes
-``allow_pickle=True``, and then load with ``torch.load(weights_only=True)``.
+``allow_pickle=True`` (a Python argument; no command loads pickle weights), and then load with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,15 +22,32 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .errors import WeightsError
+from .errors import SfumatoError, WeightsError
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
+#: ``atomic_write``'s temporary files: ``.<name>.<8 random characters>.tmp`` beside the target.
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+#: Free bytes below which a failed write is taken to have filled the disk (torch's own file writer
+#: reports a full disk as a RuntimeError about stream positions, without errno).
+_DISK_FULL_MARGIN = 1 << 20
+
+
+class DiskFullError(SfumatoError, OSError):
+    """A file could not be written because its disk (or the user's quota) is full."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path}: no space left on device while writing it; nothing was written (the previous "
+                         "file, if any, is unchanged). Free some space and run again")
+        self.path = path
 
 
 def atomic_write(path: str | Path, write: Any) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file over ``path``.
 
     A crash during the write leaves any previous file at ``path`` intact and never a partial one.
+    A full disk is a ``DiskFullError`` naming ``path``, and the partial temporary file is removed.
+    A process killed mid-write leaves its temporary file behind: ``remove_stale_temporaries``
+    deletes those once no writer can be running.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,10 +61,37 @@ def atomic_write(path: str | Path, write: Any) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a saved file is an ordinary file
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if _disk_full(exc, path.parent):
+            raise DiskFullError(path) from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc``, raised while writing into ``folder``, means the disk or quota is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _DISK_FULL_MARGIN
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(folder: str | Path) -> dict[Path, int]:
+    """Delete the temporary files that ``atomic_write`` calls killed mid-write left in ``folder``
+    (not below it); returns their sizes in bytes. Call it only when no other process can be
+    writing there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    stale = {p: p.stat().st_size for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file()}
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_weights(
@@ -70,8 +118,9 @@ def load_weights(path: str | Path, allow_pickle: bool = False) -> dict[str, Tens
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise WeightsError(
-                f"{path}: refusing to load a pickle checkpoint, which can run arbitrary code. "
-                "Convert it to safetensors, or pass allow_pickle=True (--allow-pickle) if you trust it."
+                f"{path}: refusing to load a pickle checkpoint, which can run arbitrary code. Convert it to "
+                "safetensors once, in Python, if you trust it: sfumato.save_weights(sfumato.load_weights(path, "
+                "allow_pickle=True), \"model.safetensors\"); commands load safetensors only."
             )
         state = torch.load(path, map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
@@ -81,8 +130,11 @@ def load_weights(path: str | Path, allow_pickle: bool = False) -> dict[str, Tens
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
-def check_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "weights") -> None:
-    """Raise one ``WeightsError`` listing every missing, unexpected and mis-shaped key."""
+def check_state_dict(
+    module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "weights", shown: int = 20
+) -> None:
+    """Raise one ``WeightsError`` listing the missing, unexpected and mis-shaped keys (``shown`` of
+    each, then a count)."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -94,8 +146,8 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], source
     problems = []
     for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if keys:
-            shown = keys[:20] + ([f"... and {len(keys) - 20} more"] if len(keys) > 20 else [])
-            problems.append(f"{len(keys)} {title} key(s):\n    " + "\n    ".join(shown))
+            listed = keys[:shown] + ([f"... and {len(keys) - shown} more"] if len(keys) > shown else [])
+            problems.append(f"{len(keys)} {title} key(s):\n    " + "\n    ".join(listed))
     if problems:
         raise WeightsError(f"{source} does not match {type(module).__name__}:\n  " + "\n  ".join(problems))
 

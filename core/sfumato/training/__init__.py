@@ -9,6 +9,7 @@ recipe.py          ``Recipe``, ``TrainSetup``, ``TrainingTask``: what a task sup
 data.py            resumable sampler, item seeding, collation
 randomness.py      per-sample noise, RNG snapshots
 checkpoint.py      atomic, resumable checkpoints
+run_folder.py      one run per output folder: the lock, --overwrite, stale temporaries
 distributed.py     torchrun process groups, gradient averaging
 lr_schedule.py     warm-up, constant and cosine learning rates
 ema.py             exponential moving average of weights
@@ -24,11 +25,12 @@ from .ema import EMA
 from .lr_schedule import learning_rate
 from .randomness import SampleRandom
 from .recipe import Recipe, SampleContext, StepContext, TrainingTask, TrainSetup
+from .run_folder import RunFolderError
 from .spec import TrainSpec
-from .trainer import TrainResult, train
+from .trainer import DivergenceError, TrainResult, train
 
 __all__ = [
     "TensorBoardLogger", "TrainCallback", "WandbLogger", "CheckpointError", "collate_examples", "EMA",
     "learning_rate", "SampleRandom", "Recipe", "SampleContext", "StepContext", "TrainingTask",
-    "TrainSetup", "TrainSpec", "TrainResult", "train",
+    "TrainSetup", "TrainSpec", "TrainResult", "train", "DivergenceError", "RunFolderError",
 ]

@@ -4,19 +4,23 @@ A checkpoint holds everything the next step depends on: the trained modules, the
 gradient scaler, the EMA, the learning-rate schedule's step, every process's RNG states and the
 data position. Files are ``checkpoints/step-00000100.pt``; a write goes to a hidden temporary
 file that is renamed into place (``sfumato.atomic_write``), so a run killed mid-write leaves the
-previous checkpoint as the latest complete one.
+previous checkpoint as the latest complete one. It also records a hash of the trained modules'
+architecture, so that resuming with a spec that builds other shapes is refused by name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..errors import SfumatoError
-from ..weights import atomic_write
+from ..errors import SfumatoError, WeightsError
+from ..weights import atomic_write, check_state_dict
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -58,3 +62,35 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def latest_checkpoint(out: Path) -> Path | None:
     found = list_checkpoints(out)
     return found[-1][1] if found else None
+
+
+def architecture_hash(modules: dict[str, nn.Module]) -> str:
+    """SHA-256 of every trained module's parameter and buffer names and shapes: the checkpoints of
+    two runs fit each other's modules exactly when their hashes agree."""
+    layout = {name: {key: list(value.shape) for key, value in module.state_dict().items()}
+              for name, module in modules.items()}
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
+
+def check_architecture(state: dict[str, Any], modules: dict[str, nn.Module], source: Path) -> None:
+    """Refuse a checkpoint whose trained modules have other names or shapes than ``modules``,
+    listing the first differences (checkpoints written before the hash was recorded are compared
+    key by key)."""
+    if state.get("architecture") == architecture_hash(modules):
+        return
+    saved = state["modules"]
+    problems = [f"module {name!r} is in the checkpoint but not trained by this spec" for name in saved
+                if name not in modules]
+    for name, module in modules.items():
+        if name not in saved:
+            problems.append(f"module {name!r} is trained by this spec but not in the checkpoint")
+            continue
+        try:
+            check_state_dict(module, saved[name], f"its module {name!r}", shown=2)
+        except WeightsError as exc:
+            problems.append(str(exc))
+    if problems or "architecture" in state:
+        raise CheckpointError(f"{source}: the checkpoint was written by a run with another architecture; resume "
+                              "with the spec that run used, or start a new run without --resume (--overwrite, or "
+                              "another --out)"
+                              + "".join(f"\n  {problem}" for problem in problems))

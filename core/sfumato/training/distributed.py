@@ -108,6 +108,15 @@ def gather_objects(obj: object, context: DistributedContext) -> list[object]:
     return out
 
 
+def from_main(obj: object, context: DistributedContext) -> object:
+    """Rank 0's ``obj`` on every process (a decision only the main process can take)."""
+    if not context.distributed:
+        return obj
+    out = [obj]
+    dist.broadcast_object_list(out, src=0)
+    return out[0]
+
+
 def barrier(context: DistributedContext) -> None:
     if context.distributed:
         dist.barrier()

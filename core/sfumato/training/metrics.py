@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,17 @@ from ..outputs import image_grid
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
+#: Sample values beyond this magnitude (images live in [-1, 1]) mean the model does not make images,
+#: typically a run that diverged; the grid clips them, so ``save_sample_grid`` warns. (A pixel model
+#: after its first few steps samples values up to about 5; one diverged early reached 60.)
+SAMPLE_RANGE_LIMIT = 10.0
 
 
 class MetricsLog:
     """Appends one JSON object per logged step to ``out/metrics.jsonl``.
 
     On resume, lines written after the checkpoint's step (by the run that was killed) are dropped
-    first, so the file reads as one uninterrupted run.
+    first, so the file reads as one uninterrupted run; so is a line the kill cut in half.
     """
 
     def __init__(self, out: Path, resume_step: int | None = None):
@@ -36,9 +41,24 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
+        """The logged records; a line that is not a JSON object (half-written when a run was killed)
+        is left out with a warning naming it."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                warnings.warn(f"{self.path}:{number}: not a JSON object (cut off when a run was killed?); "
+                              "dropped", stacklevel=2)
+        return records
 
 
 def plot_losses(records: list[dict[str, Any]], path: Path, title: str = "training loss") -> Path | None:
@@ -75,8 +95,14 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str = "trainin
 
 
 def save_sample_grid(images: Tensor, path: Path, columns: int | None = None) -> Path:
-    """``[N, 3, H, W]`` images in [-1, 1] as one PNG grid."""
+    """``[N, 3, H, W]`` images in [-1, 1] as one PNG grid; warns when values lie far outside that
+    range (or are not finite), which the clipped grid would hide."""
+    images = images.detach().float().cpu()
+    peak = images.abs().max().item() if images.numel() else 0.0
+    if not peak <= SAMPLE_RANGE_LIMIT:  # NaN fails every comparison
+        warnings.warn(f"{path}: sample values reach {peak:.3g}, far outside [-1, 1] (the grid clips them): the "
+                      f"run may have diverged; check the loss in {METRICS_FILE}, or lower [train] lr", stacklevel=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pictures = to_pil(images.detach().float().cpu())
+    pictures = to_pil(images)
     image_grid(pictures, columns or min(len(pictures), 8)).save(path)
     return path

@@ -3,7 +3,7 @@
 One optimiser step: ``grad_accumulation`` micro-batches (loss / accumulation, backward under
 autocast), gradients averaged over processes, unscaled and clipped, AdamW at the scheduled
 learning rate, EMA update. Around it: metrics, sample grids, checkpoints and the final weights,
-written by the main process only.
+written by the main process only, which holds the output folder's lock while it trains.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import tomli_w
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import SpecError
+from ..errors import SfumatoError, SpecError
 from ..registry import get_registry
 from .callbacks import LOGGERS, TrainCallback
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError, architecture_hash, check_architecture, latest_checkpoint, load_checkpoint, save_checkpoint,
+)
 from .data import KeyedDataset, ResumableSampler, make_loader
 from .distributed import (
     DistributedContext, average_gradients, barrier, broadcast_modules, gather_objects, mean_over_processes,
@@ -32,21 +34,30 @@ from .ema import EMA
 from .lr_schedule import learning_rate
 from .metrics import LOSS_PLOT, MetricsLog, plot_losses, save_sample_grid
 from .randomness import SampleRandom, rng_state, seed_everything, set_rng_state
-from .recipe import Recipe, SampleContext, StepContext, TrainingTask, TrainSetup, build_table
+from .recipe import TABLE_KINDS, Recipe, SampleContext, StepContext, TrainingTask, TrainSetup, build_table
+from .run_folder import (
+    TRAINED_SPEC, check_run_folder, claim_run_folder, remove_interrupted_writes, remove_run_outputs,
+)
 from .spec import DEFAULT_STEPS, TrainSpec, effective_train_spec
 
-TRAINED_SPEC = "trained.toml"
+
+class DivergenceError(SfumatoError, FloatingPointError):
+    """The loss or the gradient norm became NaN or infinite: the run diverged."""
 
 
 @dataclass
 class TrainResult:
     """:param out: the output folder. :param steps: optimiser steps taken in total.
-    :param weights: saved weights by module name. :param metrics: the logged records."""
+    :param weights: saved weights by module name. :param metrics: the logged records.
+    :param resumed_from: the step of the checkpoint the run resumed from (None: a fresh run).
+    :param is_main: whether this process is the main one (rank 0), which writes the outputs."""
 
     out: Path
     steps: int
     weights: dict[str, Path] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+    is_main: bool = True
 
 
 def train(
@@ -56,13 +67,18 @@ def train(
     task: TrainingTask | None = None,
     callbacks: Sequence[TrainCallback] = (),
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train the recipe of ``spec``'s ``train-*`` task.
 
     :param spec: a validated ``PipelineSpec`` (``sfumato.load_spec`` or ``Pipeline.load(...).spec``).
-    :param out: output folder (default: ``[train] out``).
-    :param resume: continue from the newest checkpoint in ``out`` (start afresh when there is none).
+    :param out: output folder (default: ``[train] out``). A fresh run refuses a folder that holds
+        another run's checkpoints or metrics; one run at a time trains into a folder.
+    :param resume: continue from the newest checkpoint in ``out`` (start afresh when ``out`` holds
+        no run). The checkpoint must come from the same architecture, dataset and batch size (and
+        the same total steps with a cosine schedule).
     :param callbacks: extra ``TrainCallback`` objects (main process only).
+    :param overwrite: start afresh in a folder that holds another run, deleting that run's outputs.
     """
     if task is None:
         if getattr(spec, "task", None) is None:
@@ -78,10 +94,14 @@ def train(
         raise SpecError(f"[runtime] dtype = {spec.runtime.dtype!r}: training keeps float32 weights; "
                         "set [train] precision = \"bfloat16\" (or \"float16\" on CUDA) for mixed precision")
     settings = effective_train_spec(getattr(spec, "train", None), task.train_defaults())
+    out = Path(out or settings.out)
+    # Before any work; every process reads the same files, and none writes before they all join.
+    check_run_folder(out, resume, overwrite)
     context = setup_distributed(spec.runtime.device)
     try:
-        trainer = Trainer(spec, task, settings, context, Path(out or settings.out), callbacks, progress)
-        return trainer.fit(resume)
+        trainer = Trainer(spec, task, settings, context, out, callbacks, progress)
+        with claim_run_folder(out, resume, overwrite, context):
+            return trainer.fit(resume, overwrite)
     finally:
         teardown_distributed(context)
 
@@ -154,7 +174,8 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "version": 1,
+            "version": 2,
+            "architecture": architecture_hash(self.recipe.trainable),
             "step": self.step,
             "data": {"epoch": self.step // self.steps_per_epoch, "batches": self.step % self.steps_per_epoch,
                      "steps_per_epoch": self.steps_per_epoch, "seed": self.settings.seed},
@@ -162,7 +183,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "ema": self.ema.state_dict() if self.ema is not None else {},
-            "lr_schedule": {"step": self.step, "lr": learning_rate(max(self.step - 1, 0), self.total_steps, self.settings)},
+            "lr_schedule": {"step": self.step, "total_steps": self.total_steps,
+                            "lr": learning_rate(max(self.step - 1, 0), self.total_steps, self.settings)},
             "rng": gather_objects(rng_state(), self.context),
             "metrics": {"sums": dict(self.metric_sums), "count": self.metric_count},
         }
@@ -171,6 +193,8 @@ class Trainer:
         if state["data"]["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"{source}: written with {state['data']['steps_per_epoch']} steps per epoch, "
                                   f"this run has {self.steps_per_epoch}; resume with the same dataset and batch_size")
+        check_architecture(state, self.recipe.trainable, source)
+        self.check_total_steps(state, source)
         for name, module in self.recipe.trainable.items():
             module.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -182,6 +206,20 @@ class Trainer:
         self.metric_sums, self.metric_count = dict(state["metrics"]["sums"]), state["metrics"]["count"]
         states = state["rng"]
         set_rng_state(states[self.context.rank] if self.context.rank < len(states) else states[0])
+
+    def check_total_steps(self, state: dict[str, Any], source: Path) -> None:
+        """Refuse to resume past the run's end, or with another total under a cosine schedule (its
+        learning rate at every step depends on the total, so the schedule would silently change)."""
+        if state["step"] > self.total_steps:
+            raise CheckpointError(f"{source}: the checkpoint is at step {state['step']}, past this spec's "
+                                  f"{self.total_steps} steps; raise [train] steps to at least {state['step']}")
+        recorded = state["lr_schedule"].get("total_steps")
+        if self.settings.lr_schedule == "cosine" and recorded is not None and recorded != self.total_steps:
+            raise CheckpointError(
+                f"{source}: the run was started with {recorded} total steps and this spec trains {self.total_steps} "
+                f"([train] steps / epochs); the cosine learning-rate schedule depends on the total, so resuming would "
+                f"change it. Resume with [train] steps = {recorded} (or the epochs that make it), or start a new run "
+                f"without --resume (--overwrite, or another --out)")
 
     # -- data --------------------------------------------------------------------------------
 
@@ -206,12 +244,17 @@ class Trainer:
         dtype = torch.bfloat16 if self.settings.precision == "bfloat16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def fit(self, resume: bool) -> TrainResult:
+    def fit(self, resume: bool, overwrite: bool = False) -> TrainResult:
         checkpoint = latest_checkpoint(self.out) if resume else None
         if checkpoint is not None:
             self.load_state_dict(load_checkpoint(checkpoint), checkpoint)
+        resumed_from = self.step if checkpoint is not None else None
         main = self.context.is_main
-        log = MetricsLog(self.out, self.step if checkpoint is not None else None) if main else None
+        if main:
+            remove_interrupted_writes(self.out)
+            if overwrite:
+                remove_run_outputs(self.out, {*TABLE_KINDS, *self.recipe.trainable})
+        log = MetricsLog(self.out, resumed_from) if main else None
         for callback in self.callbacks:
             callback.on_start(self.out, self.spec.to_dict())
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.show_progress and main),
@@ -254,7 +297,7 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_end(self.out)
         barrier(self.context)
-        return TrainResult(self.out, self.step, weights, log.read() if log else [])
+        return TrainResult(self.out, self.step, weights, log.read() if log else [], resumed_from, main)
 
     def optimizer_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, Tensor]:
         accumulation = self.settings.grad_accumulation
@@ -270,8 +313,9 @@ class Trainer:
                 output = self.recipe.loss(batch, StepContext(self.step, random, self.device))
             loss, extra = output if isinstance(output, tuple) else (output, {})
             if not torch.isfinite(loss.detach()):
-                raise FloatingPointError(f"step {self.step}: the loss of task {self.spec.task.type!r} is "
-                                         f"{loss.item()}; lower [train] lr or check the data")
+                raise DivergenceError(f"training diverged at step {self.step + 1}: the loss of task "
+                                      f"{self.spec.task.type!r} is {loss.item()}; lower [train] lr (now {lr:g}) "
+                                      "or check the data")
             scaled = loss.float() / accumulation
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             for key, value in {"loss": loss, **extra}.items():
@@ -282,6 +326,10 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         if self.settings.grad_clip is not None:
             totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.parameters, self.settings.grad_clip).detach().cpu()
+            if self.scaler is None and not torch.isfinite(totals["grad_norm"]):  # a scaler skips such steps itself
+                raise DivergenceError(f"training diverged at step {self.step + 1}: the gradient norm of task "
+                                      f"{self.spec.task.type!r} is {totals['grad_norm'].item()}; lower [train] lr "
+                                      f"(now {lr:g}) or check the data")
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
