@@ -7,15 +7,19 @@ Both need a CLIP text and image encoder, given either as a spec file with ``[tex
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import sfumato
 
-from .images import load_image
-from .search import ENCODER_KEY, SearchIndex, build_index, query_image, query_text
+from .arguments import check_out, positive_int
+from .images import check_image_file, load_image
+from .search import SearchIndex, build_index, encoder_identity, index_files, query_image, query_text
 from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier
+
+#: How many skipped images ``search index`` lists by name.
+SKIPPED_SHOWN = 10
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +48,7 @@ def load_encoders(args: argparse.Namespace, recorded: dict[str, Any] | None = No
         if text is None or image is None:
             raise sfumato.SpecError("needs both [text_encoder] and [image_encoder] tables", source=args.spec)
     else:
-        if args.weights is None and recorded is None:
+        if args.weights is None and not (recorded and {"text_encoder", "image_encoder"} <= set(recorded)):
             raise sfumato.SpecError("give the CLIP model with --spec FILE or --weights PATH")
         text_spec, image_spec = (recorded["text_encoder"], recorded["image_encoder"]) if args.weights is None \
             else encoder_specs(args)
@@ -52,9 +56,39 @@ def load_encoders(args: argparse.Namespace, recorded: dict[str, Any] | None = No
     return text.to(device).eval(), image.to(device).eval()
 
 
+def parse_labels(text: str) -> list[str]:
+    """The class names of ``--labels "cat, dog,car"``: at least two, each once."""
+    labels = [label.strip() for label in text.split(",") if label.strip()]
+    if len(labels) < 2:
+        raise sfumato.SpecError(
+            f"--labels {text!r}: give at least two class names, comma-separated, e.g. --labels \"cat,dog\" "
+            "(the probabilities are a softmax over the labels, so a single label always scores 1.0)"
+        )
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise sfumato.SpecError(f"--labels {text!r} names {', '.join(map(repr, repeated))} more than once; "
+                                "give each class once")
+    return labels
+
+
+def check_template(template: str) -> str:
+    """A ``--template`` must hold ``{}`` where the label goes and no other placeholder."""
+    try:
+        template.format("label")
+        fits = "{}" in template
+    except (KeyError, IndexError, ValueError):
+        fits = False
+    if not fits:
+        raise sfumato.SpecError(f"--template {template!r}: expected a prompt with {{}} where the label goes and "
+                                "no other braces, e.g. \"a photo of a {}.\"")
+    return template
+
+
 def run_classify(args: argparse.Namespace) -> int:
-    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
-    templates = tuple(args.template) if args.template else DEFAULT_TEMPLATES
+    labels = parse_labels(args.labels)
+    templates = tuple(check_template(t) for t in args.template) if args.template else DEFAULT_TEMPLATES
+    for path in args.images:
+        check_image_file(path)
     text_encoder, image_encoder = load_encoders(args)
     classifier = ZeroShotClassifier(text_encoder, image_encoder, labels, templates)
     for path in args.images:
@@ -65,26 +99,45 @@ def run_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_skipped(skipped: list[str]) -> None:
+    """Tell the user which images ``search index`` left out, on stderr."""
+    print(f"warning: skipped {len(skipped)} unreadable image(s) (--strict makes this an error):", file=sys.stderr)
+    for line in skipped[:SKIPPED_SHOWN]:
+        print(f"  {line}", file=sys.stderr)
+    if len(skipped) > SKIPPED_SHOWN:
+        print(f"  ... and {len(skipped) - SKIPPED_SHOWN} more", file=sys.stderr)
+
+
 def run_index(args: argparse.Namespace) -> int:
+    check_out(args.out, args.overwrite)
+    index_files(args.folder)
     text_encoder, image_encoder = load_encoders(args)
-    index = build_index(image_encoder, args.folder, batch_size=args.batch_size)
-    recorded = {"text_encoder": text_encoder.spec.model_dump(mode="json"),
-                "image_encoder": image_encoder.spec.model_dump(mode="json")}
-    index.save(args.out, json.dumps(recorded))
+    index = build_index(image_encoder, args.folder, batch_size=args.batch_size, strict=args.strict)
+    index.encoders = {"text_encoder": text_encoder.spec.model_dump(mode="json"),
+                      "image_encoder": image_encoder.spec.model_dump(mode="json")}
+    index.identity = encoder_identity(text_encoder, image_encoder)
+    index.save(args.out)
+    if index.skipped:
+        report_skipped(index.skipped)
     print(f"indexed {len(index)} images from {args.folder} into {args.out}")
     return 0
 
 
 def run_query(args: argparse.Namespace) -> int:
-    index = SearchIndex.load(args.index)
-    recorded = json.loads(sfumato.read_metadata(args.index).get(ENCODER_KEY) or "null")
-    text_encoder, image_encoder = load_encoders(args, recorded)
-    if args.image:
-        hits = query_image(index, image_encoder, args.image, k=args.k)
-    elif args.text:
-        hits = query_text(index, text_encoder, args.text, k=args.k)
-    else:
+    if args.image and args.text:
+        raise sfumato.SpecError("give a query text or --image FILE, not both")
+    if not args.image and not args.text:
         raise sfumato.SpecError('give a query text ("a red car") or --image FILE')
+    index = SearchIndex.load(args.index)
+    if args.image:
+        check_image_file(args.image)
+    text_encoder, image_encoder = load_encoders(args, index.encoders)
+    if args.image:
+        index.check_encoder(image_encoder, "image_encoder")
+        hits = query_image(index, image_encoder, args.image, k=args.k)
+    else:
+        index.check_encoder(text_encoder, "text_encoder")
+        hits = query_text(index, text_encoder, args.text, k=args.k)
     for hit in hits:
         print(f"{hit.score:.4f}  {Path(index.root, hit.file) if index.root else hit.file}")
     return 0
@@ -97,7 +150,7 @@ def register(cli: Any) -> None:
     classify.add_argument("--labels", required=True, help='comma-separated class names: "cat,dog,car"')
     classify.add_argument("--template", action="append", metavar="TEXT",
                           help='a prompt template with {} for the label (repeatable; default: 10 of OpenAI\'s)')
-    classify.add_argument("-k", type=int, default=5, help="how many labels to show per image")
+    classify.add_argument("-k", type=positive_int, default=5, help="how many labels to show per image")
     add_encoder_arguments(classify)
     classify.set_defaults(handler=run_classify)
 
@@ -106,7 +159,10 @@ def register(cli: Any) -> None:
     index = actions.add_parser("index", help="embed a folder of images into an index file")
     index.add_argument("folder", metavar="DIR")
     index.add_argument("--out", required=True, metavar="INDEX", help="the .safetensors index to write")
-    index.add_argument("--batch-size", type=int, default=32)
+    index.add_argument("--overwrite", action="store_true", help="replace INDEX if it exists")
+    index.add_argument("--strict", action="store_true",
+                       help="fail on an unreadable image (default: skip it and list it on stderr)")
+    index.add_argument("--batch-size", type=positive_int, default=32)
     add_encoder_arguments(index)
     index.set_defaults(handler=run_index)
 
@@ -114,6 +170,6 @@ def register(cli: Any) -> None:
     query.add_argument("index", metavar="INDEX")
     query.add_argument("text", nargs="?", default="", help="the caption to search for")
     query.add_argument("--image", metavar="FILE", help="search by this image instead of text")
-    query.add_argument("-k", type=int, default=5)
+    query.add_argument("-k", type=positive_int, default=5, help="how many images to list")
     add_encoder_arguments(query)
     query.set_defaults(handler=run_query)

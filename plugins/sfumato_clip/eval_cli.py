@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
 import sfumato
 
+from .arguments import check_out, positive_int
 from .cli import add_encoder_arguments, load_encoders
 from .evaluation import labelled_task, read_items, retrieval_scores, retrieval_set, shapes_tasks, zero_shot_scores
 
 #: Evaluation defaults per dataset type, used unless ``--data`` sets the field: held-out shapes
-#: scenes (training uses seed 0), and the test split of datasets that have one.
+#: scenes (training uses seed 0), and the test split of datasets that have one (a dataset whose
+#: ``split`` has no ``test``, such as ``imagefolder``, keeps its own default: all of it).
 SHAPES_DEFAULTS = {"seed": 1, "length": 1000}
 
 
@@ -30,7 +33,7 @@ def dataset_spec(dataset_type: str, options: list[str], zero_shot: bool = False)
     """The spec of ``--dataset TYPE --data KEY=VALUE ...`` with the evaluation defaults."""
     spec: dict[str, Any] = {"type": dataset_type}
     fields = sfumato.get_registry().get("dataset", dataset_type).Spec.model_fields
-    if "split" in fields:
+    if "split" in fields and "test" in typing.get_args(fields["split"].annotation):
         spec["split"] = "test"
     if dataset_type == "shapes":
         spec.update(SHAPES_DEFAULTS, **({"scenes": ["single"]} if zero_shot else {}))
@@ -56,6 +59,8 @@ def _write(path: str | None, report: dict[str, Any]) -> None:
 
 
 def run_zero_shot(args: argparse.Namespace) -> int:
+    if args.out:
+        check_out(args.out, overwrite=True)
     spec = dataset_spec(args.dataset, args.data, zero_shot=True)
     items = read_items(sfumato.build("dataset", spec), args.limit)
     tasks = shapes_tasks(items) if args.dataset == "shapes" else [labelled_task(items)]
@@ -68,6 +73,8 @@ def run_zero_shot(args: argparse.Namespace) -> int:
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
+    if args.out:
+        check_out(args.out, overwrite=True)
     spec = dataset_spec(args.dataset, args.data)
     images, captions = retrieval_set(read_items(sfumato.build("dataset", spec), args.limit))
     text_encoder, image_encoder = load_encoders(args)
@@ -81,8 +88,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="TYPE", help="a dataset type: digits, shapes, cifar10, ...")
     parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                         help="a dataset spec field (repeatable): root=data/cifar-10, split=val, resolution=32")
-    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N items")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N items")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--out", metavar="RESULTS.json", help="write the figures as JSON")
     add_encoder_arguments(parser)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sfumato import Encoder
+from sfumato import Encoder, SpecError
 from torch import Tensor
 
 from .metrics import retrieval_recall, topk_accuracy
@@ -77,20 +77,25 @@ def retrieval_scores(text_encoder: Encoder, image_encoder: Encoder, images: Tens
 
 
 def read_items(dataset: Any, limit: int | None = None) -> list[dict[str, Any]]:
-    """The first ``limit`` items of a dataset (all when None)."""
+    """The first ``limit`` items of a dataset (all when None); an empty dataset is an error."""
     count = len(dataset) if limit is None else min(limit, len(dataset))
+    if count < 1:
+        raise SpecError(f"[dataset] type {dataset.spec.type!r} holds no items to evaluate on")
     return [dataset[i] for i in range(count)]
 
 
 def labelled_task(items: list[dict[str, Any]], name: str = "label") -> ZeroShotTask:
     """One class per label; its prompt is the ``caption`` of the first item with that label."""
     if any("label" not in item for item in items):
-        raise ValueError("zero-shot classification needs items with a 'label' (digits, cifar10, class folders) "
-                         "or the shapes dataset")
+        raise SpecError("zero-shot classification needs items with a 'label' (digits, cifar10, class folders) "
+                        "or the shapes dataset; captioned images are for retrieval")
     prompts: dict[int, str] = {}
     for item in items:
         prompts.setdefault(int(item["label"]), item["caption"])
     classes = sorted(prompts)
+    if len(classes) < 2:
+        raise SpecError(f"zero-shot classification needs images of at least two classes; these {len(items)} "
+                        f"image(s) are all of class {items[0]['caption']!r}, so every answer would be right")
     index = {label: i for i, label in enumerate(classes)}
     return ZeroShotTask(name, torch.stack([item["image"] for item in items]),
                         torch.tensor([index[int(item["label"])] for item in items]),
@@ -105,7 +110,7 @@ def shapes_tasks(items: list[dict[str, Any]]) -> list[ZeroShotTask]:
     """The ``color`` and ``shape`` tasks of single-object shapes items (``attributes.objects``)."""
     singles = [item for item in items if len(item["attributes"]["objects"]) == 1]
     if not singles:
-        raise ValueError("no single-object shapes scenes; build the dataset with scenes = ['single']")
+        raise SpecError("no single-object shapes scenes; build the dataset with scenes = ['single']")
     objects = [item["attributes"]["objects"][0] for item in singles]
     colors = sorted({o["color"] for o in objects})
     shapes = sorted({o["shape"] for o in objects})

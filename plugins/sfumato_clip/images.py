@@ -10,16 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import sfumato
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 # The statistics of OpenAI's CLIP training images (from openai/CLIP's preprocessing).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class ImageFileError(sfumato.SfumatoError, ValueError):
+    """An image file is missing, is not a file, or cannot be decoded; the message names it."""
 
 
 def resize_center_crop(images: Tensor, size: int) -> Tensor:
@@ -43,17 +48,46 @@ def normalize_for_clip(images: Tensor, size: int) -> Tensor:
     return (images - mean) / std
 
 
+#: What Pillow raises for a file that is not an image, or whose data is truncated or corrupt.
+PILLOW_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ImageFileError(f"{path}: {what}; give an image file (PNG, JPEG, WebP, ...)")
+
+
+def check_image_file(path: str | Path) -> Path:
+    """``path`` when it is a file whose header Pillow recognises as an image, else an
+    ``ImageFileError`` naming it: cheap enough to check every argument before a model loads
+    (a truncated file is still only found when it is decoded)."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with Image.open(path):
+            pass
+    except PILLOW_ERRORS as exc:
+        raise ImageFileError(f"{path}: not an image file Pillow can read ({exc})") from exc
+    return path
+
+
 def load_image(path: str | Path, size: int) -> Tensor:
     """Read an image file as RGB, resize its shorter side to ``size`` (bicubic) and centre crop:
-    ``[3, size, size]`` in [-1, 1]."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        scale = size / min(image.size)
-        w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-        image = image.resize((w, h), Image.Resampling.BICUBIC)
-        left, top = (w - size) // 2, (h - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)  # (H, W, 3)
+    ``[3, size, size]`` in [-1, 1]. A missing or undecodable file raises ``ImageFileError``."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except PILLOW_ERRORS as exc:
+        raise ImageFileError(f"{path}: not a readable image ({exc}); replace or remove the file") from exc
+    scale = size / min(image.size)
+    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    image = image.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = (w - size) // 2, (h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)  # (H, W, 3)
     return rearrange(pixels, "h w c -> c h w")
 
 
@@ -61,5 +95,6 @@ def image_files(folder: str | Path) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted, by suffix."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise ImageFileError(f"{folder}: the image folder {what}; give a folder of images")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -18,8 +18,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", help="a built-in model name (see `sfumato models`)")
     source.add_argument("--spec", metavar="FILE", help="a pipeline spec file")
     parser.add_argument("--set", action="append", default=[], metavar="TABLE.FIELD=VALUE", help="override a spec value")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first generation (default 0)")
-    parser.add_argument("--out", metavar="RESULTS.json", help="write the figures as JSON")
+    parser.add_argument("--seed", type=first_seed, default=0, help="seed of the first generation (default 0)")
+    parser.add_argument("--out", type=results_file, metavar="RESULTS.json", help="write the figures as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -29,6 +29,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+#: The largest first seed: later generations add their index to it, and seeds stay below 2**64.
+MAX_SEED = 2**63 - 1
+
+
+def first_seed(text: str) -> int:
+    """An ``argparse`` type: a first seed in 0..2**63 - 1."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must lie in 0..{MAX_SEED} (later generations add their index), got {value}")
+    return value
+
+
+def results_file(text: str) -> str:
+    """An ``argparse`` type: a file to write the results to, refused up front when it is a
+    directory (the evaluation would otherwise run to the end and then fail)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name such as {text.rstrip('/')}/results.json")
+    return text
 
 
 def load_model(args: argparse.Namespace) -> sfumato.Pipeline:

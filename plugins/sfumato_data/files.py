@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import sfumato
@@ -21,10 +22,9 @@ def require_dir(root: str | Path, dataset: str, field: str = "root") -> Path:
     """``root`` as a Path, or a ``SpecError`` naming the dataset type, the field and the path."""
     path = Path(root).expanduser()
     if not path.is_dir():
-        what = "does not exist" if not path.exists() else "is not a directory"
+        what = "the directory does not exist" if not path.exists() else "a file, not a directory"
         raise sfumato.SpecError(
-            f"[dataset] {field} = {str(root)!r}: the directory {what}; "
-            f"point {field} at the folder that holds the {dataset} files"
+            f"[dataset] {field} = {str(root)!r}: {what}; point {field} at the folder that holds the {dataset} files"
         )
     return path
 
@@ -55,12 +55,20 @@ def image_files(folder: Path) -> list[Path]:
     )
 
 
+def read_text(path: Path) -> str:
+    """A caption file's text (a byte-order mark is ignored); not UTF-8 raises ``DatasetError``."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+
+
 def read_caption_csv(path: Path, headers: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
     """``image name -> captions`` from a CSV with one row per caption; ``headers`` lists the
     accepted ``(image column, caption column)`` pairs, the first one present is used. Captions
     may hold commas and quotes (the csv module handles both); a byte-order mark is ignored."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    try:
         fields = set(reader.fieldnames or ())
         columns = next((pair for pair in headers if set(pair) <= fields), None)
         if columns is None:
@@ -72,6 +80,8 @@ def read_caption_csv(path: Path, headers: tuple[tuple[str, str], ...]) -> dict[s
             if not name or caption is None:
                 raise DatasetError(f"{path}:{line}: expected '{columns[0]},{columns[1]}', found {row}")
             captions.setdefault(name.strip(), []).append(caption.strip())
+    except csv.Error as exc:
+        raise DatasetError(f"{path}:{reader.line_num}: not a readable CSV row ({exc})") from exc
     return captions
 
 

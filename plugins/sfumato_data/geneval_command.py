@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .detect import detect_shapes
-from .eval_cli import add_model_arguments, format_table, load_model, model_name, positive_int, write_json
+from .eval_cli import add_model_arguments, format_table, load_model, model_name, positive_int, results_file, write_json
 from .geneval import TASKS, GenEvalPrompt, evaluate, prompt_set, summarise
 
 #: The detector is reliable from this image side up (see ``detect``).
@@ -94,5 +94,5 @@ def add_geneval_command(cli: Any) -> None:
                         help="seed of the prompt set's colour choices (default 0: the reported set)")
     parser.add_argument("--task", dest="tasks", action="append", metavar="TASK",
                         help=f"only this task (repeatable): {', '.join(TASKS)}")
-    parser.add_argument("--grid", metavar="GRID.png", help="write every image in a grid, framed green (pass) or red")
+    parser.add_argument("--grid", metavar="GRID.png", type=results_file, help="write every image in a grid, framed green (pass) or red")
     parser.set_defaults(handler=run)

@@ -26,6 +26,7 @@ from .files import (
     missing_files_error,
     open_image,
     read_caption_csv,
+    read_text,
     require_dir,
 )
 from .prompts import class_prompt
@@ -38,7 +39,7 @@ _CSV_COLUMNS = (("file_name", "text"), ("image", "caption"))
 def read_metadata_jsonl(path: Path, column: str) -> dict[str, list[str]]:
     """``file_name -> captions`` from Hugging Face style ``metadata.jsonl``."""
     captions: dict[str, list[str]] = {}
-    for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line, text in enumerate(read_text(path).splitlines(), start=1):
         if not text.strip():
             continue
         try:
@@ -80,7 +81,8 @@ class ImageFolderDataset(sfumato.Dataset):
         else:
             items = self._classes(root)
         if spec.split != "all":
-            items = split_items(items, {"val": spec.val_fraction, "train": 1 - spec.val_fraction}, spec.split, spec.seed)
+            fractions = {"val": spec.val_fraction, "train": 1 - spec.val_fraction}
+            items = split_items(items, fractions, spec.split, spec.seed, source=str(root))
         self.items = items
         self.transform = ImageTransform.from_spec(spec)
 
@@ -102,9 +104,10 @@ class ImageFolderDataset(sfumato.Dataset):
             for path in image_files(folder)
         ]
         if not items:
-            raise DatasetError(
-                f"{root}: no images; expected metadata.jsonl, captions.csv or class sub-folders of images"
-            )
+            loose = len(image_files(root))
+            found = (f"{loose} image(s) but no metadata.jsonl or captions.csv to caption them and no class "
+                     "sub-folders" if loose else "no images")
+            raise DatasetError(f"{root}: {found}; expected metadata.jsonl, captions.csv or class sub-folders of images")
         return items
 
     def __len__(self) -> int:

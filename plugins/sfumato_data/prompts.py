@@ -27,7 +27,7 @@ def class_prompt(template: str, label: str, source: str = "[dataset] caption_tem
     name = label.replace("_", " ")
     try:
         return template.format(label=name, article=article(name))
-    except (KeyError, IndexError) as exc:
+    except (KeyError, IndexError, ValueError) as exc:
         raise sfumato.SpecError(
             f"{source} = {template!r} uses an unknown placeholder {exc}; "
             "only {label} and {article} are filled in"

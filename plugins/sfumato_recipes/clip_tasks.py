@@ -178,4 +178,8 @@ class TrainCLIPFinetune(sfumato.TrainingTask):
         if not names:
             raise sfumato.SpecError(f"[task] objective = 'labels': [dataset] type {dataset.spec.type!r} has no class "
                                     "names; list them in [task] labels = [...]")
+        classes = getattr(dataset, "label_names", None) or getattr(dataset, "class_names", None)
+        if classes and len(names) < len(classes):
+            raise sfumato.SpecError(f"[task] labels lists {len(names)} names but [dataset] type {dataset.spec.type!r} "
+                                    f"has {len(classes)} classes; name every class, in label order")
         return [(self.spec.label_template or "a photo of a {}").format(name) for name in names]

@@ -80,13 +80,13 @@ def test_trained_tokenizer_beside_the_weights_is_found(tmp_path, tiny_config):
 def test_bundled_tokenizer_that_does_not_fit_is_an_error(tmp_path, tiny_config):
     tiny_config.text.vocab_size, tiny_config.text.eos_token_id = 300, 1
     save_clip(CLIP(tiny_config), tmp_path / "clip.safetensors")
-    with pytest.raises(sfumato.PluginError, match="does not fit the text tower"):
+    with pytest.raises(sfumato.SfumatoError, match="does not fit the text tower"):
         sfumato.build("encoder", {"type": "clip-text", "weights": str(tmp_path / "clip.safetensors"),
                                   "tokenizer": "builtin:clip"})
 
 
 def test_spec_architecture_that_contradicts_the_file_is_an_error(tiny_clip_file):
-    with pytest.raises(sfumato.PluginError, match="different architecture"):
+    with pytest.raises(sfumato.SfumatoError, match="different architecture"):
         sfumato.build("encoder", {"type": "clip-image", "weights": tiny_clip_file, "architecture": "tiny"})
 
 
