@@ -35,7 +35,7 @@ from .noise_schedule import DiffusionSpec, NoiseSchedule
 from .sigma_schedule import NoiseLevels, SigmaSchedule, SigmaScheduleField, build_sigma_schedule
 from . import spacing
 from . import nn
-from .generation import GenerationResult, from_pil, generate, to_pil
+from .generation import ArgumentError, GenerationResult, from_pil, generate, to_pil
 from .outputs import image_grid
 from .pipeline import Pipeline
 from .prediction import Prediction
@@ -86,7 +86,7 @@ __all__ = [
     "Task", "bind_predictor", "DiffusionSpec", "NoiseSchedule", "Prediction", "PluginInfo",
     "Registry", "get_registry", "set_registry", "RuntimeSpec", "resolve_device", "atomic_write",
     "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata", "read_component_spec", "save_component",
-    "save_weights", "plugins", "build", "load_pipeline", "GenerationResult", "from_pil", "generate",
+    "save_weights", "plugins", "build", "load_pipeline", "ArgumentError", "GenerationResult", "from_pil", "generate",
     "to_pil", "image_grid", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
     "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
     "TrainSpec", "collate_examples", "train", "nn",

@@ -1,90 +1,213 @@
-"""Output locks: what produced an image, written into it so it can be replayed exactly.
+"""Output images and their locks: what produced an image, written into it so it can be replayed.
 
-A lock holds the resolved spec, the sfumato and plugin versions, the SHA-256 of every weights
-file, and the call's arguments (prompt, seed, steps, ...). PNGs carry it as a text chunk named
-``sfumato``; ``sfumato generate --from IMAGE.png`` reads it back.
+A lock holds the resolved spec, the sfumato and plugin versions, the call's arguments (prompt,
+seed, steps, ...) and the SHA-256 of every weights file or folder and tokenizer, keyed by the spec
+field that names it (``denoiser.weights``, ``guidance.1.weights``: the ``--set`` spelling). A
+path that lies in the image's folder or below is written relative to that folder, so a run folder
+moved with its images still replays. PNGs carry the lock as a text chunk named ``sfumato``; JPEG
+and WebP files as their EXIF UserComment (ASCII JSON, as Stable Diffusion web UIs store their
+parameters). ``sfumato.replay`` reads a lock back as the untrusted input it is.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
 from ._version import __version__
-from .errors import SpecError
+from .errors import SfumatoError, SpecError
 from .weights import atomic_write, file_sha256
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 PNG_KEY = "sfumato"
+#: Output formats by file extension (lower case).
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+#: Spec fields naming files whose bytes decide the output: the lock records their SHA-256.
+HASHED_FIELDS = ("weights", "tokenizer")
+#: A weights folder holding more files than this is not hashed (a lock may name any folder).
+MAX_FOLDER_FILES = 1000
+EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
+#: The character code that starts an EXIF UserComment written in ASCII.
+ASCII_COMMENT = b"ASCII\0\0\0"
+#: A JPEG's EXIF segment holds at most 64 KiB (less its headers).
+JPEG_EXIF_BYTES = 65_000
 
 
-def weight_files(spec: dict[str, Any]) -> list[str]:
-    """Every ``weights`` path named anywhere in a resolved spec dict."""
-    found: list[str] = []
+def is_local_path(value: str) -> bool:
+    """A filesystem path, not ``builtin:name`` or a URL (the rule of ``resolve_relative_paths``)."""
+    return bool(value) and ":" not in value.split("/")[0]
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "weights" and isinstance(value, str):
-                    found.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
 
-    walk(spec)
+def path_locations(spec: Any, where: tuple = ()) -> list[tuple[tuple, str]]:
+    """``(keys, path)`` of every local path in ``HASHED_FIELDS`` of spec data; ``keys`` lead to it
+    from the top (table names, list indices)."""
+    items = spec.items() if isinstance(spec, dict) else enumerate(spec) if isinstance(spec, list) else ()
+    found = []
+    for key, value in items:
+        if key in HASHED_FIELDS and isinstance(value, str) and is_local_path(value):
+            found.append(((*where, key), value))
+        else:
+            found += path_locations(value, (*where, key))
     return found
 
 
+def path_fields(spec: dict[str, Any]) -> dict[str, str]:
+    """Every local path in ``HASHED_FIELDS`` of a spec dict, by field location (``denoiser.weights``)."""
+    return {".".join(map(str, keys)): path for keys, path in path_locations(spec)}
+
+
+def path_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder (a diffusers model): of one ``relative/path sha256`` line
+    per file, in sorted order (hidden files and folders, such as ``.cache``, left out)."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    files = []
+    for root, folders, names in os.walk(path):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        files += [Path(root, name) for name in names if not name.startswith(".")]
+        if len(files) > MAX_FOLDER_FILES:
+            raise SfumatoError(f"{path}: a weights folder of more than {MAX_FOLDER_FILES} files is not a model folder")
+    lines = sorted(f"{f.relative_to(path).as_posix()} {file_sha256(f)}\n" for f in files if f.is_file())
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
 def make_lock(pipe: Pipeline, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The lock of one call of ``pipe`` with ``arguments`` (JSON-serialisable values only)."""
-    spec = pipe.spec.to_dict()
-    if not hasattr(pipe, "_weight_hashes"):
-        pipe._weight_hashes = {p: file_sha256(p) for p in weight_files(spec) if Path(p).is_file()}
+    """The lock of one call of ``pipe`` with ``arguments`` (JSON-serialisable values only).
+
+    Relative paths (a ``--set`` value is relative to the working folder) are made absolute;
+    each file's hash is computed once per pipeline.
+    """
+    spec = rebase_paths(pipe.spec.to_dict(), Path.cwd(), relative=False)
+    hashes = pipe.__dict__.setdefault("_weight_hashes", {})
+    for path in path_fields(spec).values():
+        if path not in hashes and Path(path).exists():
+            hashes[path] = path_sha256(path)
     return {
         "sfumato": __version__,
         "plugins": {p.name: p.version for p in pipe.registry.plugins() if p.status == "ok"},
-        "weights": dict(pipe._weight_hashes),
+        "weights": {field: hashes[path] for field, path in path_fields(spec).items() if path in hashes},
         "spec": spec,
         "arguments": arguments,
     }
 
 
-def save_png(image: Image.Image, path: str | Path, lock: dict[str, Any] | None = None) -> Path:
-    """Write a PNG (atomically) with the lock in its ``sfumato`` text chunk."""
-    info = PngImagePlugin.PngInfo()
+def rebase_paths(spec: dict[str, Any], folder: Path, relative: bool) -> dict[str, Any]:
+    """A copy of ``spec`` whose hashed paths are relative to ``folder`` where they lie in it or
+    below (``relative``), or absolute, with relative ones resolved against ``folder``."""
+    spec = copy.deepcopy(spec)
+    folder = folder.resolve()
+    for keys, path in path_locations(spec):
+        target = Path(path)
+        if relative and target.is_absolute() and target.is_relative_to(folder):
+            rebased = target.relative_to(folder).as_posix()
+        elif not relative and not target.is_absolute():
+            rebased = str((folder / target).resolve())
+        else:
+            continue
+        node: Any = spec
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = rebased
+    return spec
+
+
+def output_format(path: str | Path) -> str:
+    """The image format an output path's extension asks for (PNG, JPEG or WEBP)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        choices = ", ".join(FORMATS)
+        raise SpecError(f"{path}: unknown image extension {suffix or '(none)'!r}; use one of {choices}")
+    return FORMATS[suffix]
+
+
+def check_output(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an output path before any work: an unknown extension, a folder, an existing file
+    (unless ``overwrite``), or a location that cannot be written."""
+    text = str(path)
+    if text.endswith(("/", os.sep)):
+        raise SpecError(f"{text} names a folder; give a file name in it, such as {Path(text) / 'image.png'}")
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path} is a folder; give a file name in it, such as {path / 'image.png'}")
+    output_format(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise SpecError(f"{path} exists and is not a regular file; choose another name")
+        if not overwrite:
+            raise SpecError(f"{path} exists; pass --overwrite to replace it, or choose another name")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SpecError(f"{path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SpecError(f"{path}: cannot write into {folder} (permission denied)")
+    return path
+
+
+def save_image(image: Image.Image, path: str | Path, lock: dict[str, Any] | None = None) -> Path:
+    """Write an image (atomically) in the format of its extension, with ``lock`` in it.
+
+    :raises SfumatoError: when the file cannot be written (a full disk, permissions); no partial
+        file is left behind.
+    """
+    path = Path(path)
+    kind = output_format(path)
+    options: dict[str, Any] = {}
     if lock is not None:
-        info.add_text(PNG_KEY, json.dumps(lock, sort_keys=True))
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+        lock = {**lock, "spec": rebase_paths(lock["spec"], path.absolute().parent, relative=True)}
+        text = json.dumps(lock, sort_keys=True)  # ASCII: \\u escapes
+        if kind == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_text(PNG_KEY, text)
+            options["pnginfo"] = info
+        else:
+            exif = Image.Exif()
+            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = ASCII_COMMENT + text.encode("ascii")
+            options["exif"] = exif.tobytes()
+            if kind == "JPEG" and len(options["exif"]) > JPEG_EXIF_BYTES:
+                raise SpecError(f"{path}: the lock ({len(text):,} bytes) does not fit a JPEG's 64 KiB EXIF segment; "
+                                "write a .png or .webp")
+    if kind != "PNG":
+        image = image.convert("RGB")
+        options["quality"] = 95
+    try:
+        return atomic_write(path, lambda tmp: image.save(tmp, format=kind, **options))
+    except SfumatoError:
+        raise  # a full disk: atomic_write's DiskFullError names the file
+    except OSError as exc:
+        raise SfumatoError(f"{path}: cannot write it: {exc.strerror or exc}; nothing was written") from exc
 
 
-def read_lock(path: str | Path) -> dict[str, Any]:
-    """The lock stored in a PNG written by sfumato; a clear error when there is none."""
+def read_lock(path: str | Path) -> Any:
+    """The lock stored in an image written by sfumato, parsed but not yet checked (see
+    ``sfumato.replay``); a clear error when the file is no image or holds no lock."""
+    if not Path(path).is_file():
+        raise SpecError(f"{path}: no such file")
     try:
         with Image.open(path) as image:
-            text = image.text.get(PNG_KEY) if hasattr(image, "text") else None
-    except (OSError, ValueError) as exc:
+            text: Any = image.text.get(PNG_KEY) if hasattr(image, "text") else None
+            if text is None and image.format in ("JPEG", "WEBP"):
+                comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+                if isinstance(comment, bytes) and comment.startswith(ASCII_COMMENT):
+                    text = comment[len(ASCII_COMMENT):].decode("ascii", errors="replace")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise SpecError(f"{path}: not a readable image ({exc})") from exc
     if text is None:
         raise SpecError(f"{path}: has no sfumato lock (it was not written by sfumato generate)")
-    return json.loads(text)
-
-
-def check_weights(lock: dict[str, Any]) -> list[str]:
-    """Weights files of a lock that are missing or changed since (empty when all match)."""
-    problems = []
-    for path, digest in lock.get("weights", {}).items():
-        if not Path(path).is_file():
-            problems.append(f"{path}: missing")
-        elif file_sha256(path) != digest:
-            problems.append(f"{path}: changed (sha256 differs from the lock)")
-    return problems
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise SpecError(f"{path}: malformed lock: not JSON ({str(exc)[:80] or type(exc).__name__})") from None
 
 
 def image_grid(images: list[Image.Image], columns: int | None = None) -> Image.Image:

@@ -30,7 +30,9 @@ class GenerationTask(sfumato.Task):
         given = {"prompt": prompt, **kwargs}
         missing = [name for name in self.needs if given.get(name) is None]
         if missing:
-            raise sfumato.SpecError(f"task {self.type_name()!r} needs {', '.join(missing)}")
+            unused = [name for name in ("prompt", "labels") if given.get(name) is not None and name not in self.needs]
+            raise sfumato.SpecError(f"task {self.type_name()!r} needs {', '.join(missing)}"
+                                    + (f"; it does not take {', '.join(unused)}" if unused else ""))
         kwargs.setdefault("height", self.spec.height)
         kwargs.setdefault("width", self.spec.width)
         return sfumato.generate(pipeline, prompt, **kwargs)

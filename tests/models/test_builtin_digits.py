@@ -74,13 +74,14 @@ def test_digits_model_draws_the_requested_classes(judge):
 
 
 @pytest.mark.parametrize("model", ["digits", "digits-guided"])
-def test_a_label_that_is_not_a_digit_is_a_clear_error(model, capsys):
+def test_a_label_that_is_not_a_digit_is_a_clear_error(model, capsys, tmp_path):
     pipe = sfumato.load_pipeline(model)
     for labels in ([3, 10], -1, [2.5]):  # 10 would be the null class: unconditional, silently
         with pytest.raises(sfumato.SpecError, match="not classes of this model: its labels are integers 0 to 9"):
             pipe(labels=labels, steps=1, progress=False)
     assert len(pipe(labels=[torch.tensor(9)], steps=1, progress=False).images) == 1  # a 0-d integer tensor is a label
-    assert main(["generate", "--model", model, "--label", "12", "--steps", "1", "--no-progress"]) == 2
+    assert main(["generate", "--model", model, "--label", "12", "--steps", "1", "--no-progress",
+                 "--out", str(tmp_path / "refused.png")]) == 2
     assert "labels [12] are not classes of this model" in capsys.readouterr().err
 
 
