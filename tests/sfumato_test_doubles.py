@@ -203,9 +203,10 @@ def register_components(register):
 
 
 def spec_dict(**changes: Any) -> dict[str, Any]:
-    """A complete text-to-image spec over the doubles."""
+    """A complete text-to-image spec over the doubles, untrained on purpose (``allow_untrained``)."""
     spec = {
         "task": "test.generate",
+        "runtime": {"allow_untrained": True},
         "text_encoder": {"type": "test.chars"},
         "autoencoder": {"type": "test.identity"},
         "denoiser": {"type": "test.linear"},

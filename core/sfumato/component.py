@@ -6,16 +6,23 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
+#: How every spec table validates: unknown fields are errors; numbers, booleans and strings are
+#: strict (``steps = true`` or ``steps = 20.0`` is an error, not 1 or 20 steps; an int is still a
+#: valid float); floats must be finite (``scale = nan`` is an error; a field where ``inf`` means
+#: something declares ``Field(..., allow_inf_nan=True)``). In strict mode a tuple field refuses the
+#: list a TOML array arrives as: declare it with ``Field(..., strict=False)`` (its items stay strict).
+SPEC_TABLE_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
 
 class ComponentSpec(BaseModel):
     """Base of every component's configuration.
 
     Subclasses declare ``type: Literal["name"] = "name"``: the registered type name that selects
-    the component in a spec file. Unknown fields are errors (``extra="forbid"``), so a typo in a
-    spec never passes silently.
+    the component in a spec file. Validation follows ``SPEC_TABLE_CONFIG``: a typo or a value of
+    the wrong type in a spec never passes silently.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+    model_config = ConfigDict(SPEC_TABLE_CONFIG, frozen=False, protected_namespaces=())
 
     type: str
 

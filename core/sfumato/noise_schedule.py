@@ -14,9 +14,10 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor
 
+from .component import SPEC_TABLE_CONFIG
 from .prediction import Prediction
 
 BetaSchedule = Literal["linear", "scaled_linear", "cosine"]
@@ -26,7 +27,7 @@ PredictionType = Literal["epsilon", "v", "sample"]
 class DiffusionSpec(BaseModel):
     """The ``[diffusion]`` table: the training-time noise schedule of the denoiser."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SPEC_TABLE_CONFIG
 
     timesteps: int = Field(1000, ge=1, description="Number of training timesteps T.")
     betas: BetaSchedule = Field(
@@ -44,6 +45,16 @@ class DiffusionSpec(BaseModel):
         description="Rescale betas so the last timestep has zero SNR (Lin et al. 2023, "
         "'Common Diffusion Noise Schedules and Sample Steps are Flawed').",
     )
+
+    @model_validator(mode="after")
+    def _betas_grow(self) -> DiffusionSpec:
+        """Linear schedules grow from ``beta_start`` to ``beta_end``; a falling or flat one is no
+        schedule a model is trained with (the two values are almost certainly swapped), and it
+        would only fail later, inside the sampler."""
+        if self.betas != "cosine" and self.beta_start >= self.beta_end:
+            raise ValueError(f"beta_start ({self.beta_start}) must be smaller than beta_end ({self.beta_end}) "
+                             f"for betas = {self.betas!r} (Stable Diffusion: 0.00085 and 0.012; DDPM: 0.0001 and 0.02)")
+        return self
 
 
 def make_betas(spec: DiffusionSpec) -> Tensor:
@@ -120,6 +131,17 @@ class NoiseSchedule:
     @property
     def prediction(self) -> PredictionType:
         return self.spec.prediction
+
+    @property
+    def sigma_min(self) -> float:
+        """The smallest noise level of the training timesteps, ``sigmas[0]``."""
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        """The largest noise level of the training timesteps, ``sigmas[-1]`` (capped at 4096 for a
+        zero-terminal-SNR schedule)."""
+        return float(self.sigmas[-1])
 
     # -- noise levels ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from .interfaces import Denoiser, Guidance, Task
 from .noise_schedule import NoiseSchedule
 from .registry import Registry, get_registry
 from .specs import COMPONENT_TABLES, PipelineSpecBase, load_spec
+from .training import TrainingTask
 
 
 class Pipeline:
@@ -41,6 +42,7 @@ class Pipeline:
                 component = self._place(component)
             self.components[table] = component
         self.guidance: list[Guidance] = [self.registry.build("guidance", g) for g in spec.guidance]
+        self._refuse_untrained()
         self.schedule = NoiseSchedule(spec.diffusion) if spec.diffusion is not None else None
         task = self.components.get("task")
         if isinstance(task, Task):
@@ -50,6 +52,22 @@ class Pipeline:
                     f"task {task.type_name()!r} needs the table(s) {', '.join(f'[{m}]' for m in missing)}",
                     source=source,
                 )
+
+    def _refuse_untrained(self) -> None:
+        """A component that takes weights but names none would run from random initialisation and
+        turn out noise that looks like a result: refuse it unless ``[runtime] allow_untrained``
+        says so (or the task trains, and random weights are where it starts)."""
+        if self.spec.runtime.allow_untrained or isinstance(self.components.get("task"), TrainingTask):
+            return
+        built = [(f"[{table}]", c) for table, c in self.components.items()]
+        built += [(f"[[guidance]] #{i + 1}", g) for i, g in enumerate(self.guidance)]
+        untrained = [f"{where} {c.spec.type!r}" for where, c in built if needs_weights(c) and not c.spec.weights]
+        if untrained:
+            names = untrained[0] if len(untrained) == 1 else ", ".join(untrained[:-1]) + " and " + untrained[-1]
+            verb, it, its = ("names", "it", "its") if len(untrained) == 1 else ("name", "they", "their")
+            raise SpecError(f"{names} {verb} no weights, so {it} would run from random initialisation; set {its} "
+                            "weights to trained ones, or [runtime] allow_untrained = true to run untrained on "
+                            "purpose (tests, smoke runs)", source=self.source)
 
     def _place(self, module: nn.Module) -> nn.Module:
         runtime = self.spec.runtime
@@ -119,6 +137,15 @@ class Pipeline:
         parts = [f"{t}={type(c).__name__}" for t, c in self.components.items()]
         parts += [f"guidance=[{', '.join(type(g).__name__ for g in self.guidance)}]"] if self.guidance else []
         return f"Pipeline({', '.join(parts)}, device={self.device}, dtype={self.dtype})"
+
+
+def needs_weights(component: Component) -> bool:
+    """Whether ``component`` has trained parameters that its spec's ``weights`` field loads."""
+    return (
+        "weights" in type(component.spec).model_fields
+        and isinstance(component, nn.Module)
+        and any(True for _ in component.parameters())
+    )
 
 
 def _looks_like_a_name(text: str) -> bool:

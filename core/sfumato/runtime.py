@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from .component import SPEC_TABLE_CONFIG
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class RuntimeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = SPEC_TABLE_CONFIG
 
-    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; one "
+                        "this machine has.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Weights and activations dtype of the networks."
     )
@@ -30,6 +33,17 @@ class RuntimeSpec(BaseModel):
     compile: bool = Field(False, description="torch.compile the denoiser.")
     vae_tiling: bool = Field(False, description="Decode large images tile by tile.")
     vae_slicing: bool = Field(False, description="Decode a batch one image at a time.")
+    allow_untrained: bool = Field(
+        False, description="Build components that take weights but name none, from random initialisation "
+        "(tests, smoke runs). Otherwise a pipeline refuses them: their output would be noise. Training "
+        "starts from random weights regardless.",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_available(cls, device: str) -> str:
+        check_device(device)
+        return device
 
     @model_validator(mode="after")
     def _autocast_needs_float32_weights(self):
@@ -51,12 +65,40 @@ class RuntimeSpec(BaseModel):
         return DTYPES[self.dtype]
 
 
+def available_devices() -> list[str]:
+    """The ``[runtime] device`` values this machine can run: auto and cpu, then what it has."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if _mps_available():
+        names.append("mps")
+    return names
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def check_device(name: str) -> None:
+    """Raise ``ValueError`` naming the available devices when ``name`` is not one of them."""
+    available = available_devices()
+    if name in available:
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r}; this machine has: {', '.join(available)}") from None
+    if device.type == "cpu":  # cpu:0 and the like
+        return
+    raise ValueError(f"device {name!r} is not available on this machine; it has: {', '.join(available)}")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks cuda, then mps, then cpu."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(name)

@@ -14,13 +14,14 @@ import copy
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Mapping, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .component import Component, ComponentSpec
 from .errors import SpecError
 from .noise_schedule import DiffusionSpec
+from .registry import get_registry
 from .runtime import RuntimeSpec
 from .training.spec import TrainSpec
 
@@ -51,37 +52,97 @@ class PipelineSpecBase(BaseModel):
 
 # -- reading files --------------------------------------------------------------------------
 
+#: The most files an ``extends`` chain may hold, the first included: a deeper chain is a mistake
+#: (generated, or looping through links) and would otherwise end in a RecursionError.
+MAX_EXTENDS_DEPTH = 64
 
-def read_spec_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a TOML or JSON spec and resolve ``extends`` (a path relative to the file).
 
-    The extending file's tables are merged over the base's field by field; lists (such as
-    ``[[guidance]]``) replace the base's list whole. Relative ``weights`` paths stay relative to
-    the file that wrote them.
+def read_spec_file(path: str | Path, registry: Any = None) -> dict[str, Any]:
+    """Read a TOML or JSON spec and resolve its ``extends`` chain (each path relative to the file
+    that names it).
+
+    The extending file's tables are merged over the base's field by field (``merge``; a table that
+    changes its ``type`` keeps the fields the new type shares, as the ``registry``, by default the
+    process-wide one, says); lists (such as ``[[guidance]]``) replace the base's list whole.
+    Relative ``weights`` paths stay relative to the file that wrote them.
     """
-    path = Path(path)
+    path, extended_by = Path(path), None
+    chain: list[Path] = []
+    layers: list[dict[str, Any]] = []
+    while True:
+        resolved = path.resolve()
+        if resolved in chain:
+            cycle = " -> ".join(str(p) for p in (*chain, resolved))
+            raise SpecError(f"'extends' forms a cycle: {cycle}", source=str(extended_by))
+        if len(chain) == MAX_EXTENDS_DEPTH:
+            raise SpecError(f"'extends' chain longer than {MAX_EXTENDS_DEPTH} files (it starts at {chain[0]}); "
+                            "a spec may extend at most that many: merge some of the bases", source=str(extended_by))
+        data = parse_spec_file(path, extended_by)
+        chain.append(resolved)
+        layers.append(data)
+        base_name = data.pop("extends", None)
+        if base_name is None:
+            break
+        if not isinstance(base_name, str):
+            raise SpecError(f"'extends' must be a path string, got {base_name!r}", source=str(path))
+        extended_by, path = path, path.parent / base_name
+    data = layers.pop()
+    for layer in reversed(layers):
+        data = merge(data, layer, registry)
+    return data
+
+
+def parse_spec_file(path: Path, extended_by: Path | None = None) -> dict[str, Any]:
+    """One spec file's own data, ``extends`` not followed: TOML, or JSON for ``.json``, with
+    relative paths resolved against its folder. ``extended_by`` is the spec whose ``extends``
+    names it: errors about a file that cannot be read are that spec's."""
+    reference = "" if extended_by is None else "'extends': "
+    blame = str(extended_by) if extended_by is not None else None
+    if path.is_dir():
+        raise SpecError(f"{reference}{path} is a folder, not a spec file (.toml or .json)", source=blame)
     if not path.is_file():
-        raise SpecError(f"spec file not found: {path}")
-    resolved = path.resolve()
-    if resolved in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, resolved))
-        raise SpecError(f"'extends' forms a cycle: {chain}", source=str(path))
-    text = path.read_text(encoding="utf-8")
+        raise SpecError(f"{reference}spec file not found: {path}", source=blame)
     try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SpecError(f"{reference}cannot read spec file {path}: {exc.strerror or exc}", source=blame) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}; save the "
+                        "file as UTF-8", source=str(path)) from None
+    is_json = path.suffix.lower() == ".json"
+    try:
+        data = json.loads(text) if is_json else tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"malformed TOML: {exc}", source=str(path)) from exc
+        raise SpecError(f"malformed TOML: {exc}", source=str(path)) from None
     except json.JSONDecodeError as exc:
         raise SpecError(f"malformed JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})",
-                        source=str(path)) from exc
+                        source=str(path)) from None
+    except RecursionError:
+        raise SpecError(f"malformed {'JSON' if is_json else 'TOML'}: values nested too deeply to read",
+                        source=str(path)) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"the top level of a JSON spec must be an object of tables ({{\"task\": ..., "
+                        f"\"denoiser\": {{...}}}}), got {_json_kind(data)}", source=str(path))
     resolve_relative_paths(data, path.parent)
-    base_name = data.pop("extends", None)
-    if base_name is None:
-        return data
-    if not isinstance(base_name, str):
-        raise SpecError("'extends' must be a path string", source=str(path))
-    base = read_spec_file(path.parent / base_name, (*_seen, resolved))
-    return merge(base, data)
+    expand_task_shorthand(data)
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
+def expand_task_shorthand(data: dict[str, Any]) -> None:
+    """``task = "name"`` is short for ``[task] type = "name"``; spell it out (in place)."""
+    if isinstance(data.get("task"), str):
+        data["task"] = {"type": data["task"]}
 
 
 def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
@@ -109,77 +170,134 @@ def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
                 fix(item)
 
 
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge(
+    base: dict[str, Any], override: dict[str, Any], registry: Any = None, kinds: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base`` (tables merge, everything else replaces).
 
-    A table whose ``type`` changes replaces the base table whole: fields of the old type would
-    not be valid for the new one.
+    A component table whose ``type`` changes keeps only the fields the new type shares with the
+    old one (``retype``); ``kinds`` maps the tables of this level to their kind (default: the
+    pipeline spec's component tables; a nested table that changes type is replaced whole).
     """
+    kinds = COMPONENT_TABLES if kinds is None else kinds
     out = copy.deepcopy(base)
     for key, value in override.items():
         old = out.get(key)
-        if isinstance(old, dict) and isinstance(value, dict) and old.get("type", value.get("type")) == value.get("type", old.get("type")):
-            out[key] = merge(old, value)
+        if isinstance(old, dict) and isinstance(value, dict):
+            if "type" in old and "type" in value and old["type"] != value["type"]:
+                old = retype(old, value["type"], kinds.get(key), registry)
+            out[key] = merge(old, value, registry, kinds={})
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
+def retype(table: dict[str, Any], new_type: Any, kind: str | None, registry: Any = None) -> dict[str, Any]:
+    """``table`` switched to ``new_type``: the fields that type also has keep their values
+    (``steps``, ``height``, ``width``, ...), the others are dropped (they would not be valid for
+    it). With an unknown kind or type it keeps none (validation then names the type)."""
+    fields: set[str] = set()
+    if kind is not None and isinstance(new_type, str):
+        entry = (registry or get_registry()).components[kind].get(new_type)
+        fields = set(entry.cls.Spec.model_fields) if entry is not None else set()
+    kept = {key: copy.deepcopy(value) for key, value in table.items() if key in fields and key != "type"}
+    return {"type": new_type, **kept}
+
+
 # -- overrides ------------------------------------------------------------------------------
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+class Override(NamedTuple):
+    """One override: ``label`` names it in errors (``--set scheduler.steps=30``), ``path`` is the
+    keys it follows (``["scheduler", "steps"]``), ``value`` what it sets."""
+
+    label: str
+    path: list[str]
+    value: Any
+
+
+def parse_override(text: str) -> Override:
     """Parse ``table.field=value``; the value is read as TOML (``30``, ``true``, ``"x"``, ``[1, 2]``)
     and falls back to a plain string."""
-    if "=" not in text:
-        raise SpecError(f"override {text!r} must look like table.field=value")
+    label = f"--set {text}"
+    if not isinstance(text, str) or "=" not in text:
+        raise SpecError("an override must look like table.field=value, such as scheduler.steps=30", source=label)
     key, raw = text.split("=", 1)
-    path = [part for part in key.strip().split(".") if part]
-    if not path:
-        raise SpecError(f"override {text!r} has an empty key")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = raw.strip()
-    return path, value
+    return _override(label, key, value)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+def _override(label: str, key: str, value: Any) -> Override:
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        problem = "an empty key" if not key.strip() else f"an empty part in the key {key.strip()!r}"
+        raise SpecError(f"{problem}; write table.field=value, such as scheduler.steps=30", source=label)
+    return Override(label, path, value)
+
+
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> list[Override]:
+    """``--set`` strings, or a ``{"table.field": value}`` dict, as ``Override`` values."""
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):
+        return [_override(f"override {key!r}", str(key), value) for key, value in overrides.items()]
+    return [parse_override(text) for text in overrides]
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str] | dict[str, Any] | None, registry: Any = None
+) -> dict[str, Any]:
     """Apply ``--set`` style overrides to spec data (``guidance.0.scale=3`` indexes a list).
 
-    Setting ``table.type`` to another type replaces the table's fields of the old type.
+    Setting a component table's ``type`` (or ``task`` to a name) to another type keeps the fields
+    the new type shares with the old (``retype``). Errors name the override.
     """
     data = copy.deepcopy(data)
-    if not overrides:
-        return data
-    items = (
-        [(key.split("."), value) for key, value in overrides.items()]
-        if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
-    )
-    for path, value in items:
-        node: Any = data
-        for depth, part in enumerate(path[:-1]):
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise SpecError(f"override {'.'.join(path)}: no item {part} in "
-                                    f"{'.'.join(path[:depth])} (it has {len(node)})")
-                node = node[int(part)]
-            else:
-                node = node.setdefault(part, {})
-                if isinstance(node, str) and depth == 0:  # task = "name" shorthand
-                    node = data[part] = {"type": node}
-        last = path[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        elif last == "type" and isinstance(node, dict) and node.get("type") != value:
-            node.clear()
-            node["type"] = value
-        else:
-            node[last] = value
+    expand_task_shorthand(data)
+    for override in parse_overrides(overrides):
+        _apply(data, override, registry)
     return data
 
 
+def _apply(data: dict[str, Any], override: Override, registry: Any) -> None:
+    label, path, value = override
+    if path == ["task"] and isinstance(value, str):  # task = "name" shorthand
+        path = ["task", "type"]
+    node: Any = data
+    for depth, part in enumerate(path):
+        here, last = ".".join(path[:depth]), depth == len(path) - 1
+        if isinstance(node, list):
+            if not (part.isascii() and part.isdigit() and int(part) < len(node)):
+                valid = f"0 to {len(node) - 1}" if node else "none: it is empty"
+                raise SpecError(f"no item {part} in {here} (it has {len(node)}; valid indices: {valid})", source=label)
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif not isinstance(node, dict):
+            raise SpecError(f"{here} is a value ({node!r}), not a table: it has no field {part!r}", source=label)
+        elif not last:
+            if part not in node and path[depth + 1].isdigit():
+                raise SpecError(f"no item {path[depth + 1]} in {part}: the spec has no {part}", source=label)
+            node = node.setdefault(part, {})
+        elif part == "type" and "type" in node and node["type"] != value:
+            kind = COMPONENT_TABLES.get(path[0]) if depth == 1 else (
+                LIST_TABLES.get(path[0]) if depth == 2 else None)
+            retyped = retype(node, value, kind, registry)
+            node.clear()
+            node.update(retyped)
+        else:
+            node[part] = value
+
+
 # -- validation -----------------------------------------------------------------------------
+
+#: One problem in spec data: where (the keys leading to it, ``("guidance", 0, "scale")``) and
+#: what (``"[[guidance]] #1 scale: Input should be a finite number (got nan)"``).
+Problem = tuple[tuple[Any, ...], str]
 
 
 def component_union(registry: Any, kind: str) -> Any:
@@ -212,18 +330,57 @@ def pipeline_spec_model(registry: Any) -> type[PipelineSpecBase]:
     return model
 
 
-def validate_spec(data: dict[str, Any], registry: Any, source: str | None = None) -> PipelineSpecBase:
-    """Validate spec data into a ``PipelineSpec``; one ``SpecError`` lists every problem."""
+def validate_spec(
+    data: dict[str, Any], registry: Any, source: str | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> PipelineSpecBase:
+    """Validate spec data into a ``PipelineSpec``; one ``SpecError`` lists every problem.
+
+    ``overrides`` are those already applied to ``data``: a problem they caused names the override
+    instead of ``source`` (see ``spec_error``).
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"a spec is a table of tables, got {type(data).__name__}", source=source)
     data = copy.deepcopy(data)
-    if isinstance(data.get("task"), str):
-        data["task"] = {"type": data["task"]}
+    expand_task_shorthand(data)
     problems = _check_types(data, registry)
-    if problems:
-        raise SpecError(problems, source=source)
     try:
-        return pipeline_spec_model(registry).model_validate(data)
+        spec = pipeline_spec_model(registry).model_validate(data)
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, data), source=source) from None
+        reported = {_table_of(loc) for loc, _ in problems}
+        problems += [p for p in validation_problems(exc, data) if _table_of(p[0]) not in reported]
+    if problems:
+        raise spec_error(problems, source, parse_overrides(overrides))
+    return spec
+
+
+def spec_error(problems: list[Problem], source: str | None, overrides: list[Override]) -> SpecError:
+    """One error for ``problems``. A problem that an override caused names it: the error is the
+    override's when every problem is, else ``source``'s with ``(from --set ...)`` on those lines."""
+    causes = [_caused_by(loc, overrides) for loc, _ in problems]
+    if all(causes):
+        return SpecError([text for _, text in problems], source=", ".join(dict.fromkeys(c.label for c in causes)))
+    lines = [f"{text} (from {cause.label})" if cause else text for (_, text), cause in zip(problems, causes)]
+    return SpecError(lines, source=source)
+
+
+def _caused_by(loc: tuple[Any, ...], overrides: list[Override]) -> Override | None:
+    """The last override that set ``loc``, a table above it or a field below it; setting a table's
+    ``type`` concerns the whole table."""
+    where = [str(part) for part in loc]
+    for override in reversed(overrides):
+        path = override.path[:-1] if override.path[-1] == "type" else override.path
+        common = min(len(path), len(where))
+        if path[:common] == where[:common]:
+            return override
+    return None
+
+
+def _table_of(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The table part of a problem's location: ``("scheduler",)`` or ``("guidance", 0)``."""
+    if len(loc) > 1 and loc[0] in LIST_TABLES and isinstance(loc[1], int):
+        return loc[:2]
+    return loc[:1]
 
 
 def validate_component(cls: type[Component], data: dict[str, Any], where: str) -> ComponentSpec:
@@ -231,67 +388,109 @@ def validate_component(cls: type[Component], data: dict[str, Any], where: str) -
     try:
         return cls.Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([f"{where} {p}" for p in format_validation_error(exc, data, top=False)]) from None
+        raise SpecError([f"{where} {text}" for _, text in validation_problems(exc, data, top=False)]) from None
 
 
-def _check_types(data: dict[str, Any], registry: Any) -> list[str]:
+def _check_types(data: dict[str, Any], registry: Any) -> list[Problem]:
     """Unknown tables and unknown or missing ``type`` values, with the valid choices."""
-    problems = []
+    problems: list[Problem] = []
     known = set(COMPONENT_TABLES) | set(LIST_TABLES) | set(PLAIN_TABLES)
     for key in data:
         if key not in known:
-            problems.append(f"unknown table [{key}]; valid tables: {', '.join(sorted(known))}")
-    tables = [(f"[{t}]", data.get(t), k) for t, k in COMPONENT_TABLES.items()]
+            problems.append(((key,), f"unknown table [{key}]; valid tables: {', '.join(sorted(known))}"))
+    tables = [((t,), f"[{t}]", data.get(t), k) for t, k in COMPONENT_TABLES.items()]
     for table, kind in LIST_TABLES.items():
         items = data.get(table, [])
         if not isinstance(items, list):
-            problems.append(f"[[{table}]] must be a list of tables (write [[{table}]] in TOML)")
+            problems.append(((table,), f"[[{table}]] must be a list of tables (write [[{table}]] in TOML)"))
             continue
-        tables += [(f"[[{table}]] #{i + 1}", item, kind) for i, item in enumerate(items)]
-    for where, table, kind in tables:
+        tables += [((table, i), f"[[{table}]] #{i + 1}", item, kind) for i, item in enumerate(items)]
+    for loc, where, table, kind in tables:
         if table is None:
             continue
         if not isinstance(table, dict):
-            problems.append(f"{where} must be a table, got {type(table).__name__}")
-        elif "type" not in table:
-            problems.append(f"{where} type: missing; valid choices: {', '.join(repr(t) for t in registry.types(kind)) or 'none registered'}")
-        elif table["type"] not in registry.components[kind]:
-            problems.append(f"{where} type: {registry.unknown_type_message(kind, str(table['type']))}")
+            problems.append((loc, f"{where} must be a table, got {type(table).__name__}"))
+            continue
+        type_name = table.get("type")
+        if type_name is None:
+            choices = ", ".join(repr(t) for t in registry.types(kind)) or "none registered"
+            problems.append(((*loc, "type"), f"{where} type: missing; valid choices: {choices}"))
+        elif not isinstance(type_name, str) or type_name not in registry.components[kind]:
+            problems.append(((*loc, "type"), f"{where} type: {registry.unknown_type_message(kind, str(type_name))}"))
     return problems
 
 
-def format_validation_error(exc: ValidationError, data: dict[str, Any], top: bool = True) -> list[str]:
-    """One line per pydantic error: ``[table] field: message (got value)``."""
-    lines = []
+def validation_problems(exc: ValidationError, data: dict[str, Any], top: bool = True) -> list[Problem]:
+    """One problem per pydantic error, worded ``[table] field: message (got value)``.
+
+    Pydantic names the member of a union in an error's location (the ``type`` of a component
+    table, ``str`` or ``CLIPConfig`` for ``architecture``); those names are dropped. When a value
+    fits one member's shape (a table for ``CLIPConfig``), only that member's errors are kept; when
+    it fits none, the members' errors become one line.
+    """
+    errors = []  # (location, the union's location or None, whether a union member ends the location, error)
     for error in exc.errors():
-        loc = list(error["loc"])
-        where, node = [], data
-        # Drop the union tag pydantic inserts after a component table (it equals the table's type).
+        node: Any = data
         cleaned: list[Any] = []
-        for part in loc:
-            if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("type") == part:
+        union, member_last = None, False
+        for i, part in enumerate(error["loc"]):
+            if _is_union_member(node, part, last=i == len(error["loc"]) - 1, error_type=error["type"]):
+                union, member_last = tuple(cleaned), i == len(error["loc"]) - 1
                 continue
             cleaned.append(part)
             node = node.get(part) if isinstance(node, dict) else (
                 node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
             )
-        if top and cleaned:
-            head = cleaned.pop(0)
-            if head in LIST_TABLES and cleaned and isinstance(cleaned[0], int):
-                where.append(f"[[{head}]] #{cleaned.pop(0) + 1}")
-            else:
-                where.append(f"[{head}]" if head in data or head in COMPONENT_TABLES or head in PLAIN_TABLES else str(head))
-        field = ".".join(str(p) for p in cleaned)
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "missing":
-            message = "required field is missing"
-        elif "input" in error and error["type"] not in ("missing",):
-            message += f" (got {error['input']!r})"
-        prefix = " ".join(where)
-        lines.append(f"{prefix} {field}: {message}".strip() if field else f"{prefix}: {message}")
-    return lines
+        errors.append((tuple(cleaned), union, member_last, error))
+    fitting = {union for _, union, member_last, _ in errors if union is not None and not member_last}
+    problems: list[Problem] = []
+    unfit: dict[tuple[Any, ...], list[Any]] = {}  # location -> errors of union members the value fits none of
+    for loc, union, member_last, error in errors:
+        if member_last:
+            if union not in fitting:  # else a member whose shape the value does not have (a table is no string)
+                unfit.setdefault(loc, []).append(error)
+            continue
+        problems.append((loc, _located(loc, _message(error), data, top)))
+    for loc, members in unfit.items():
+        joined = {**members[0], "msg": "; or ".join(member["msg"] for member in members)}
+        problems.append((loc, _located(loc, _message(joined), data, top)))
+    return problems
+
+
+def _is_union_member(node: Any, part: Any, last: bool, error_type: str) -> bool:
+    """Whether ``part`` of an error location names a union member rather than a key of ``node``."""
+    if not isinstance(part, str) or node is None:
+        return False
+    if not isinstance(node, dict):
+        return True  # a value or a list has no named fields
+    if part in node:
+        return False
+    return not last or error_type not in ("missing", "extra_forbidden")
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "required field is missing"
+    if error["type"] == "value_error":  # a validator's own message, which names the values
+        return str(error["ctx"]["error"])
+    if "input" in error and not isinstance(error["input"], dict):
+        return f"{error['msg']} (got {error['input']!r})"
+    return error["msg"]
+
+
+def _located(loc: tuple[Any, ...], message: str, data: dict[str, Any], top: bool) -> str:
+    """``message`` prefixed with where it applies: ``[table] field`` (``[[guidance]] #1 field``)."""
+    rest, where = list(loc), ""
+    if top and rest:
+        head = rest.pop(0)
+        if head in LIST_TABLES and rest and isinstance(rest[0], int):
+            where = f"[[{head}]] #{rest.pop(0) + 1}"
+        else:
+            where = f"[{head}]" if head in data or head in COMPONENT_TABLES or head in PLAIN_TABLES else str(head)
+    field = ".".join(str(p) for p in rest)
+    return f"{where} {field}: {message}".strip() if field else f"{where}: {message}"
 
 
 def load_spec(
@@ -303,15 +502,12 @@ def load_spec(
     source = None
     if isinstance(spec, (str, Path)):
         source = str(spec)
-        data = read_spec_file(spec)
+        data = read_spec_file(spec, registry)
     else:
         data = copy.deepcopy(spec)
         data.pop("extends", None)
-    try:
-        data = apply_overrides(data, overrides)
-    except SpecError as exc:
-        raise SpecError(exc.problems, source=source) from None
-    return validate_spec(data, registry, source=source)
+    data = apply_overrides(data, overrides, registry)
+    return validate_spec(data, registry, source=source, overrides=overrides)
 
 
 def spec_json_schema(registry: Any) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+import sfumato
 
 Activation = Literal["quick_gelu", "gelu"]
 
@@ -19,7 +21,7 @@ Activation = Literal["quick_gelu", "gelu"]
 class TowerConfig(BaseModel):
     """What both transformers share (defaults: OpenAI ViT-B's text tower)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = sfumato.ComponentSpec.model_config  # validated as strictly as the spec it sits in
 
     width: int = Field(512, description="Transformer width (token state size D).")
     layers: int = Field(12, description="Number of transformer blocks.")
@@ -58,7 +60,7 @@ class VisionConfig(TowerConfig):
 class CLIPConfig(BaseModel):
     """Both towers plus the shared embedding space."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = sfumato.ComponentSpec.model_config  # validated as strictly as the spec it sits in
 
     embed_dim: int = Field(
         512, ge=0,

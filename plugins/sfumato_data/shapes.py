@@ -42,7 +42,9 @@ class ShapesDataset(sfumato.Dataset):
         supersample: int = Field(
             4, ge=1, le=16, description="Draw at resolution x supersample, then box-filter down (anti-aliasing)."
         )
-        background: tuple[Channel, Channel, Channel] = Field(BACKGROUND, description="Background colour as RGB in 0..255.")
+        background: tuple[Channel, Channel, Channel] = Field(
+            BACKGROUND, strict=False, description="Background colour as RGB in 0..255."
+        )
 
         @field_validator("scenes")
         @classmethod

@@ -72,7 +72,7 @@ class ClassifierFreeGuidance(sfumato.Guidance):
             "0.7 is the paper's choice; matches the guided output's std to the conditional one's.",
         )
         interval: tuple[float, float] = Field(
-            (0.0, 1.0), description="[start, end] fractions of the trajectory, measured as 1 - t / (T - 1) "
+            (0.0, 1.0), strict=False, description="[start, end] fractions of the trajectory, measured as 1 - t / (T - 1) "
             "(0 = noisiest training timestep, 1 = t 0), where guidance applies (Kynkäänniemi et al. 2024); "
             "outside it the conditional prediction is used.",
         )

@@ -112,11 +112,11 @@ def test_extends_merges_field_by_field(doubles, spec_file):
     assert spec.guidance[0].scale == 4.0
 
 
-def test_extends_with_a_new_type_replaces_the_table(doubles, spec_file):
+def test_extends_with_a_new_type_keeps_the_fields_both_types_have(doubles, spec_file):
     spec_file(GOOD, name="base.toml")
     child = spec_file('extends = "base.toml"\n[scheduler]\ntype = "test.noisy"\n', name="child.toml")
     spec = load_spec(child, doubles)
-    assert spec.scheduler.type == "test.noisy" and spec.scheduler.steps == 10  # its own default
+    assert spec.scheduler.type == "test.noisy" and spec.scheduler.steps == 4  # the base's, not its default 10
 
 
 def test_extends_cycle_is_reported(doubles, spec_file):

@@ -40,7 +40,7 @@ def test_the_shipped_shapes_vae_keeps_the_scenes_and_the_command_writes_json(tmp
 
 def test_a_model_without_an_autoencoder_is_refused(tmp_path, capsys):
     spec = tmp_path / "pixels.toml"
-    spec.write_text('[denoiser]\ntype = "unet"\nblock_out_channels = [8, 16]\nattention = [false, false]\n'
-                    'mid_attention = false\nnorm_num_groups = 4\n')
+    spec.write_text('[runtime]\nallow_untrained = true\n[denoiser]\ntype = "unet"\nblock_out_channels = [8, 16]\n'
+                    'attention = [false, false]\nmid_attention = false\nnorm_num_groups = 4\n')
     assert main(["eval", "shapes-reconstruction", "--spec", str(spec)]) != 0
     assert "has no [autoencoder] table" in capsys.readouterr().err

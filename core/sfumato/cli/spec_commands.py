@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import tomli_w
 
-from ..errors import SpecError
+from ..errors import SfumatoError, SpecError
 from ..registry import get_registry
 from ..specs import component_union, load_spec, spec_json_schema
 from ..interfaces import KINDS
+from ..weights import atomic_write
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -48,13 +50,31 @@ def run_schema(args: argparse.Namespace) -> int:
 
 
 def run_fill(args: argparse.Namespace) -> int:
+    if args.out:
+        check_out(args.out)
     spec = load_spec(args.spec, get_registry(), args.set)
     text = tomli_w.dumps(spec.to_dict())
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            atomic_write(args.out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        except OSError as exc:
+            if isinstance(exc, SfumatoError):  # a full disk, said in its own words
+                raise
+            raise SpecError(f"--out {args.out}: cannot write it: {exc.strerror or exc}") from None
     else:
         sys.stdout.write(text)
     return 0
+
+
+def check_out(out: str) -> None:
+    """Refuse a ``--out`` that names a folder or lies under a file, before any work."""
+    if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        raise SpecError(f"--out {out} names a folder; give a file name, such as {Path(out) / 'spec.toml'}")
+    folder = Path(out).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SpecError(f"--out {out}: {folder} is a file, not a folder")
 
 
 def run_validate(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from ..component import SPEC_TABLE_CONFIG
 
 #: Steps a run takes when the spec sets neither ``steps`` nor ``epochs``.
 DEFAULT_STEPS = 1000
@@ -18,7 +20,7 @@ class TrainSpec(BaseModel):
     same model on one process or several.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SPEC_TABLE_CONFIG
 
     steps: int | None = Field(None, ge=1, description="Optimiser steps to train for (set this or epochs; "
                               f"neither: {DEFAULT_STEPS}).")
@@ -33,7 +35,7 @@ class TrainSpec(BaseModel):
     min_lr: float = Field(0.0, ge=0, description="Learning rate at the end of a cosine schedule.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay (not applied to biases "
                                 "and normalisation weights, i.e. parameters with fewer than 2 dimensions).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    betas: tuple[float, float] = Field((0.9, 0.999), strict=False, description="AdamW betas.")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this; None: no clipping.")
     ema_decay: float | None = Field(
