@@ -31,6 +31,7 @@ from .interfaces import (
     Task,
     bind_predictor,
 )
+from .formulation import Formulation, TrainingRandom, batch_view
 from .noise_schedule import DiffusionSpec, NoiseSchedule
 from .sigma_schedule import NoiseLevels, SigmaSchedule, SigmaScheduleField, build_sigma_schedule
 from . import spacing
@@ -91,4 +92,5 @@ __all__ = [
     "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
     "TrainSpec", "collate_examples", "train", "nn",
     "NoiseLevels", "SigmaSchedule", "SigmaScheduleField", "build_sigma_schedule", "spacing",
+    "Formulation", "TrainingRandom", "batch_view",
 ]

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .conditioning import Conditioning
 from .errors import SamplingError, SpecError
+from .formulation import Formulation
 from .interfaces import GuidanceContext, bind_predictor
 from .outputs import make_lock
 from .sampling import StepCallback, randn, run_sampler
@@ -193,11 +194,14 @@ def condition(pipe: Pipeline, prompts: list[str], negative_prompt: str | list[st
     return Conditioning(negative=Conditioning())
 
 
-def guided_model(pipe: Pipeline, cond: Conditioning, prompts: list[str] | None, generator: torch.Generator):
+def guided_model(pipe: Pipeline, cond: Conditioning, prompts: list[str] | None, generator: torch.Generator,
+                 schedule: Formulation | None = None):
     """``model(x_t, t) -> Prediction``: the denoiser under the spec's guidance, in spec order, for
-    the samples ``cond`` describes."""
-    predictor = bind_predictor(pipe.component("denoiser"), pipe.schedule)
-    context = GuidanceContext(schedule=pipe.schedule, components=dict(pipe.components), prompts=prompts,
+    the samples ``cond`` describes, with ``schedule`` (default: the pipeline's formulation; pass
+    the one ``Formulation.for_sample`` gave for the batch)."""
+    schedule = schedule or pipe.schedule
+    predictor = bind_predictor(pipe.component("denoiser"), schedule)
+    context = GuidanceContext(schedule=schedule, components=dict(pipe.components), prompts=prompts,
                               labels=cond.labels, generator=generator)
     for guidance in pipe.guidance:
         predictor = guidance.wrap(predictor, context)
@@ -272,6 +276,7 @@ def generate(
     sample_prompts = [p for p in prompts for _ in range(num_images)]
     shape = (batch, channels, height // downscale, width // downscale)
 
+    schedule = schedule.for_sample(shape)  # a resolution-dependent formulation (flow's dynamic shift) settles here
     plan = scheduler.plan(schedule, steps, strength).to(device)
     noise = randn(shape, generator, device, dtype) if latents is None else latents.to(device, dtype)
     if tuple(noise.shape) != shape:
@@ -305,7 +310,7 @@ def generate(
             if known_mask is not None:
                 known, part_mask = init, known_mask if known_mask.shape[0] == 1 else known_mask[part]
         part_cond = cond.select(part)
-        model = guided_model(pipe, part_cond, sample_prompts[part] or None, generator)
+        model = guided_model(pipe, part_cond, sample_prompts[part] or None, generator, schedule)
         final = run_sampler(model, scheduler, plan, x, generator=generator, known=known, mask=part_mask,
                             callback=callback, progress=progress)
         decoded = autoencoder.decode(final) if autoencoder is not None else final

@@ -11,6 +11,8 @@ guidance       wraps a predictor into a guided predictor
 classifier     noise-aware classifier ``(x_t, t) -> logits`` for classifier guidance
 dataset        yields training examples (image, caption and/or label)
 task           a named job over a pipeline's components (text-to-image, classify, ...)
+formulation    ``[diffusion]``: how the network's input, output and time relate to sigma (``vp``,
+               ``flow``, ``edm``); see ``sfumato.formulation``
 sigmas         ``sigmas(formulation, steps) -> [steps]`` decreasing noise levels; selected by a
                scheduler's ``sigmas`` field (``sfumato.sigma_schedule``)
 =============  =========================================================================
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 
 from .component import Component
 from .conditioning import Conditioning
-from .noise_schedule import NoiseSchedule
+from .formulation import Formulation
 from .prediction import Prediction
 from .sigma_schedule import SigmaSchedule
 
@@ -82,7 +84,7 @@ class Denoiser(Component, nn.Module, ABC):
     """A network ``(x_t, t, cond) -> raw prediction``, in the parameterisation it was trained with.
 
     ``t`` is a float tensor ``[B]`` of training timesteps (fractional values are allowed).
-    The noise schedule is not part of the denoiser; ``NoiseSchedule.to_prediction`` turns the
+    The noise formulation is not part of the denoiser; ``Formulation.predict`` calls it and turns the
     raw output into a ``Prediction``.
     """
 
@@ -104,11 +106,12 @@ class Denoiser(Component, nn.Module, ABC):
         :returns: ``[B, C, H, W]`` raw prediction."""
 
 
-def bind_predictor(denoiser: Callable[..., Tensor], schedule: NoiseSchedule) -> Predictor:
-    """The unguided predictor: run the denoiser and convert its output with the schedule."""
+def bind_predictor(denoiser: Callable[..., Tensor], schedule: Formulation) -> Predictor:
+    """The unguided predictor: run the denoiser as its formulation says (input, time) and convert
+    its output (``Formulation.predict``)."""
 
     def predict(x: Tensor, t: Tensor, cond: Conditioning) -> Prediction:
-        return schedule.to_prediction(denoiser(x, t, cond), x, t)
+        return schedule.predict(denoiser, x, t, cond)
 
     return predict
 
@@ -154,7 +157,7 @@ class SamplingPlan:
     timesteps: Tensor
     sigmas: Tensor
     init_noise_sigma: float
-    schedule: NoiseSchedule
+    schedule: Formulation
     extra: dict[str, Tensor] | None = None
 
     def __len__(self) -> int:
@@ -199,7 +202,7 @@ class Scheduler(Component, ABC):
         self.spec = spec
 
     @abstractmethod
-    def plan(self, schedule: NoiseSchedule, steps: int | None = None, strength: float = 1.0) -> SamplingPlan:
+    def plan(self, schedule: Formulation, steps: int | None = None, strength: float = 1.0) -> SamplingPlan:
         """Choose the timesteps for ``steps`` steps (default: the spec's). ``strength < 1`` keeps
         only the last ``strength`` fraction of the trajectory (image-to-image)."""
 
@@ -242,7 +245,7 @@ class GuidanceContext:
     :param generator: a seeded generator for methods that draw random numbers (CLIP cutouts).
     """
 
-    schedule: NoiseSchedule
+    schedule: Formulation
     components: dict[str, Any]
     prompts: list[str] | None = None
     labels: Tensor | None = None
@@ -316,5 +319,6 @@ class Task(Component, ABC):
 
 KINDS: dict[str, type[Component]] = {
     cls.kind: cls
-    for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Classifier, Dataset, Task, SigmaSchedule)
+    for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Classifier, Dataset, Task, SigmaSchedule,
+                Formulation)
 }

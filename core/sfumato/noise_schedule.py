@@ -1,8 +1,10 @@
-"""``NoiseSchedule``: how a denoiser was trained — betas, alphas_cumprod, prediction type.
+"""``NoiseSchedule``: the variance-preserving formulation (``[diffusion] type = "vp"``, the default).
 
-It belongs to the model, not to the sampler (``[diffusion]`` in a spec, never ``[scheduler]``).
-This is the one place where epsilon <-> x0 <-> v conversions, ``add_noise`` and training targets
-live; schedulers, guidance and training recipes all use it.
+Discrete betas (linear, scaled_linear, cosine), alphas_cumprod and the prediction type (epsilon,
+v, sample): DDPM's and Stable Diffusion's formulation. Its native sigma is k-diffusion's
+``sqrt((1 - a) / a)`` with signal scale 1; the model sees ``x_t`` and ``t`` as they are. The other
+formulations (flow matching, EDM) are plugins of the same ``Formulation`` kind; this one lives in
+the core because every spec without a ``[diffusion] type`` uses it.
 
 Schedules may be added, never changed: a checkpoint trained with ``scaled_linear`` must sample
 the same way in every later release.
@@ -14,21 +16,22 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from .component import SPEC_TABLE_CONFIG
+from .component import ComponentSpec
+from .formulation import Formulation, TrainingRandom, batch_view
 from .prediction import Prediction
 
 BetaSchedule = Literal["linear", "scaled_linear", "cosine"]
 PredictionType = Literal["epsilon", "v", "sample"]
 
 
-class DiffusionSpec(BaseModel):
-    """The ``[diffusion]`` table: the training-time noise schedule of the denoiser."""
+class DiffusionSpec(ComponentSpec):
+    """The ``[diffusion]`` table of the variance-preserving formulation (``type = "vp"``, the
+    default): the training-time noise schedule of the denoiser."""
 
-    model_config = SPEC_TABLE_CONFIG
-
+    type: Literal["vp"] = "vp"
     timesteps: int = Field(1000, ge=1, description="Number of training timesteps T.")
     betas: BetaSchedule = Field(
         "scaled_linear",
@@ -89,13 +92,15 @@ def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
     return 1 - alphas
 
 
-class NoiseSchedule:
+class NoiseSchedule(Formulation):
     """The forward process ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps`` with ``a_t = alphas_cumprod[t]``.
 
     Timesteps may be fractional (Karras sigmas land between training timesteps): values between
     integers are interpolated linearly in log-sigma, the inverse of ``timestep_at(sigma)``, as
     k-diffusion and diffusers do. Integer timesteps index ``alphas_cumprod`` exactly.
     """
+
+    Spec = DiffusionSpec
 
     def __init__(self, spec: DiffusionSpec | None = None):
         self.spec = spec or DiffusionSpec()
@@ -131,17 +136,6 @@ class NoiseSchedule:
     @property
     def prediction(self) -> PredictionType:
         return self.spec.prediction
-
-    @property
-    def sigma_min(self) -> float:
-        """The smallest noise level of the training timesteps, ``sigmas[0]``."""
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        """The largest noise level of the training timesteps, ``sigmas[-1]`` (capped at 4096 for a
-        zero-terminal-SNR schedule)."""
-        return float(self.sigmas[-1])
 
     # -- noise levels ------------------------------------------------------------------------
 
@@ -186,17 +180,11 @@ class NoiseSchedule:
         w = ((low_v - log_sigma.reshape(-1)) / (low_v - high_v)).clamp(0, 1)
         return ((1 - w) * low + w * high).reshape(sigma.shape)
 
-    def snr(self, t: Tensor) -> Tensor:
-        """Signal-to-noise ratio ``a_t / (1 - a_t)`` at ``t``."""
-        a = self.alpha_bar(t)
-        return a / (1 - a)
-
     # -- forward process and training targets -----------------------------------------------
 
-    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise`` for a batch of timesteps ``t`` (shape [B])."""
-        a = _batch_view(self.alpha_bar(t).to(x0.dtype), x0)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+    def sample_training_timesteps(self, random: TrainingRandom) -> Tensor:
+        """Uniform integer timesteps in ``[0, T)`` (Ho et al. 2020)."""
+        return random.randint(0, self.num_timesteps).float()
 
     def training_target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """What the network should output at ``(x_t, t)`` for its prediction type."""
@@ -204,14 +192,18 @@ class NoiseSchedule:
             return noise
         if self.prediction == "sample":
             return x0
-        a = _batch_view(self.alpha_bar(t).to(x0.dtype), x0)
+        a = batch_view(self.alpha_bar(t).to(x0.dtype), x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
     # -- conversions --------------------------------------------------------------------------
 
+    def network_input(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The network sees the variance-preserving sample and the timestep as they are."""
+        return x_t, t
+
     def to_prediction(self, output: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
         """Turn the network's raw ``output`` at ``(x_t, t)`` into a ``Prediction`` (x0 and eps)."""
-        a = _batch_view(self.alpha_bar(t).to(x_t.dtype), x_t)
+        a = batch_view(self.alpha_bar(t).to(x_t.dtype), x_t)
         sqrt_a, sqrt_1ma = a.sqrt(), (1 - a).sqrt()
         if self.prediction == "epsilon":
             eps = output
@@ -224,12 +216,14 @@ class NoiseSchedule:
             eps = sqrt_a * output + sqrt_1ma * x_t
         return Prediction(x0=x0, eps=eps, alpha_bar=a)
 
+    def to_output(self, prediction: Prediction, x_t: Tensor, t: Tensor) -> Tensor:
+        """eps, v or x0 of ``prediction``, as the network predicts."""
+        if self.prediction == "epsilon":
+            return prediction.eps
+        if self.prediction == "v":
+            return prediction.v
+        return prediction.x0
+
     def __repr__(self) -> str:
         return f"NoiseSchedule({self.spec!r})"
 
-
-def _batch_view(values: Tensor, like: Tensor) -> Tensor:
-    """Reshape per-sample values (shape [] or [B]) to broadcast against ``like`` ([B, C, H, W])."""
-    if values.ndim == 0:
-        return values.reshape([1] * like.ndim)
-    return values.reshape(values.shape[0], *([1] * (like.ndim - 1)))

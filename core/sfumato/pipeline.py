@@ -11,7 +11,7 @@ from torch import nn
 from .component import Component
 from .errors import SpecError
 from .interfaces import Denoiser, Guidance, Task
-from .noise_schedule import NoiseSchedule
+from .formulation import Formulation
 from .registry import Registry, get_registry
 from .specs import COMPONENT_TABLES, PipelineSpecBase, load_spec
 from .training import TrainingTask
@@ -22,7 +22,8 @@ class Pipeline:
 
     Attributes are the spec's component tables (``text_encoder``, ``autoencoder``, ``denoiser``,
     ``scheduler``, ``task``, ...; None when the spec has no such table), ``guidance`` (a list, in
-    spec order), ``schedule`` (the ``NoiseSchedule`` of ``[diffusion]``), ``device`` and ``dtype``.
+    spec order), ``schedule`` (the ``Formulation`` of ``[diffusion]``: a ``NoiseSchedule`` for the
+    default variance-preserving one), ``device`` and ``dtype``.
     """
 
     def __init__(self, spec: PipelineSpecBase, registry: Registry | None = None, source: str | None = None):
@@ -43,7 +44,7 @@ class Pipeline:
             self.components[table] = component
         self.guidance: list[Guidance] = [self.registry.build("guidance", g) for g in spec.guidance]
         self._refuse_untrained()
-        self.schedule = NoiseSchedule(spec.diffusion) if spec.diffusion is not None else None
+        self.schedule: Formulation | None = self.components.pop("diffusion", None)
         task = self.components.get("task")
         if isinstance(task, Task):
             missing = [name for name in task.required if self.component(name) is None]

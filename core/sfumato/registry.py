@@ -38,6 +38,7 @@ from .component import Component, spec_type_name
 from .errors import PluginError, SfumatoError, SpecError
 from .interfaces import KINDS
 from .local_plugins import import_local, local_registry_path, read_manifest
+from .noise_schedule import NoiseSchedule
 from .plugin_rules import check_api_version, check_name
 
 Source = Literal["registry", "entry-point", "local"]
@@ -128,6 +129,9 @@ class Registry:
         if self.local_path is not None:
             local_plugins, local_disable = read_manifest(self.local_path)
             self.disabled |= set(local_disable)
+        # The default formulation is the core's own: every spec whose [diffusion] states no type
+        # uses it, so every registry has it, test registries included.
+        self.components["formulation"][NoiseSchedule.type_name()] = Registered(NoiseSchedule, "sfumato")
         if first_party:
             packaged, _ = read_manifest(PACKAGED_REGISTRY)
             for name, module in packaged.items():

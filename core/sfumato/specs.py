@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .component import Component, ComponentSpec
 from .errors import SpecError
-from .noise_schedule import DiffusionSpec
 from .registry import get_registry
 from .runtime import RuntimeSpec
 from .training.spec import TrainSpec
@@ -35,9 +34,12 @@ COMPONENT_TABLES: dict[str, str] = {
     "scheduler": "scheduler",
     "classifier": "classifier",
     "dataset": "dataset",
+    "diffusion": "formulation",
 }
 LIST_TABLES: dict[str, str] = {"guidance": "guidance"}
-PLAIN_TABLES: dict[str, type[BaseModel]] = {"runtime": RuntimeSpec, "diffusion": DiffusionSpec, "train": TrainSpec}
+PLAIN_TABLES: dict[str, type[BaseModel]] = {"runtime": RuntimeSpec, "train": TrainSpec}
+#: The ``type`` a component table has when it states none.
+DEFAULT_TYPES: dict[str, str] = {"diffusion": "vp"}
 
 
 class PipelineSpecBase(BaseModel):
@@ -124,7 +126,7 @@ def parse_spec_file(path: Path, extended_by: Path | None = None) -> dict[str, An
         raise SpecError(f"the top level of a JSON spec must be an object of tables ({{\"task\": ..., "
                         f"\"denoiser\": {{...}}}}), got {_json_kind(data)}", source=str(path))
     resolve_relative_paths(data, path.parent)
-    expand_task_shorthand(data)
+    expand_shorthands(data)
     return data
 
 
@@ -139,10 +141,15 @@ def _json_kind(value: Any) -> str:
     return "a number"
 
 
-def expand_task_shorthand(data: dict[str, Any]) -> None:
-    """``task = "name"`` is short for ``[task] type = "name"``; spell it out (in place)."""
+def expand_shorthands(data: dict[str, Any]) -> None:
+    """Spell out the shorthands of a spec (in place): ``task = "name"`` is short for
+    ``[task] type = "name"``, and a table of ``DEFAULT_TYPES`` without a ``type`` has its default
+    (``[diffusion]`` is the variance-preserving formulation unless it says otherwise)."""
     if isinstance(data.get("task"), str):
         data["task"] = {"type": data["task"]}
+    for table, default in DEFAULT_TYPES.items():
+        if isinstance(data.get(table), dict) and "type" not in data[table]:
+            data[table] = {"type": default, **data[table]}
 
 
 def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
@@ -256,7 +263,7 @@ def apply_overrides(
     the new type shares with the old (``retype``). Errors name the override.
     """
     data = copy.deepcopy(data)
-    expand_task_shorthand(data)
+    expand_shorthands(data)
     for override in parse_overrides(overrides):
         _apply(data, override, registry)
     return data
@@ -316,7 +323,6 @@ def pipeline_spec_model(registry: Any) -> type[PipelineSpecBase]:
         return registry._pipeline_model
     fields: dict[str, Any] = {
         "runtime": (RuntimeSpec, Field(default_factory=RuntimeSpec)),
-        "diffusion": (Optional[DiffusionSpec], None),
         "train": (Optional[TrainSpec], None),
     }
     for table, kind in COMPONENT_TABLES.items():
@@ -342,7 +348,7 @@ def validate_spec(
     if not isinstance(data, dict):
         raise SpecError(f"a spec is a table of tables, got {type(data).__name__}", source=source)
     data = copy.deepcopy(data)
-    expand_task_shorthand(data)
+    expand_shorthands(data)
     problems = _check_types(data, registry)
     try:
         spec = pipeline_spec_model(registry).model_validate(data)
@@ -513,7 +519,8 @@ def load_spec(
 def spec_json_schema(registry: Any) -> dict[str, Any]:
     """JSON Schema of pipeline spec files for the loaded plugins (editor completion, CI checks).
 
-    It also admits the ``task = "name"`` shorthand for a task table that has only a type.
+    It also admits the ``task = "name"`` shorthand for a task table that has only a type, and a
+    ``[diffusion]`` table without a ``type`` (the variance-preserving formulation).
     """
     schema = pipeline_spec_model(registry).model_json_schema()
     schema["title"] = "sfumato pipeline spec"

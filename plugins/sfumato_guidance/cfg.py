@@ -38,24 +38,16 @@ import sfumato
 
 def rescale_guided(
     guided: sfumato.Prediction, positive: sfumato.Prediction, phi: float, x: Tensor, t: Tensor,
-    schedule: sfumato.NoiseSchedule,
+    schedule: sfumato.Formulation,
 ) -> sfumato.Prediction:
-    """Guidance rescale (Lin et al. 2023, eq. 15-16) on the model's raw parameterisation."""
-    raw_guided, raw_positive = raw_output(guided, schedule), raw_output(positive, schedule)
+    """Guidance rescale (Lin et al. 2023, eq. 15-16) on the model's raw output (eps, v, velocity,
+    EDM's F: whatever its formulation's network predicts, ``Formulation.to_output``)."""
+    raw_guided, raw_positive = schedule.to_output(guided, x, t), schedule.to_output(positive, x, t)
     dims = list(range(1, raw_guided.ndim))
     std_positive = raw_positive.std(dim=dims, keepdim=True)
     std_guided = raw_guided.std(dim=dims, keepdim=True)
     rescaled = raw_guided * (std_positive / std_guided)
     return schedule.to_prediction(phi * rescaled + (1 - phi) * raw_guided, x, t)
-
-
-def raw_output(prediction: sfumato.Prediction, schedule: sfumato.NoiseSchedule) -> Tensor:
-    """What the network outputs for its parameterisation: eps, v or x0."""
-    if schedule.prediction == "epsilon":
-        return prediction.eps
-    if schedule.prediction == "v":
-        return prediction.v
-    return prediction.x0
 
 
 class ClassifierFreeGuidance(sfumato.Guidance):

@@ -27,10 +27,11 @@ def min_snr_weight(snr: Tensor, gamma: float, prediction: str) -> Tensor:
 
 
 class DiffusionRecipe(sfumato.Recipe):
-    """The denoising loss ``w(t) * |f(x_t, t, c) - target|^2`` with the target from
-    ``NoiseSchedule.training_target`` (epsilon, v or x0, as ``[diffusion] prediction`` says)."""
+    """The denoising loss ``w(t) * |f(x_t, t, c) - target|^2`` of the ``[diffusion]`` formulation:
+    its training timesteps, network input, target (epsilon, v or x0 for VP; the velocity for flow
+    matching; EDM's preconditioned F) and loss weight."""
 
-    def __init__(self, spec: Any, denoiser: nn.Module, schedule: sfumato.NoiseSchedule,
+    def __init__(self, spec: Any, denoiser: nn.Module, schedule: sfumato.Formulation,
                  autoencoder: nn.Module | None, text_encoder: nn.Module | None, num_classes: int | None,
                  scheduler: sfumato.Scheduler | None):
         trainable: dict[str, nn.Module] = {"denoiser": denoiser}
@@ -79,9 +80,11 @@ class DiffusionRecipe(sfumato.Recipe):
         x0 = self.model_space(batch)  # (B, C, h, w)
         x_t, noise, t = noised(self.schedule, x0, ctx)
         target = self.schedule.training_target(x0, noise, t)
-        output = self.denoiser(x_t, t, self.conditioning(batch, ctx))
+        x_in, time = self.schedule.network_input(x_t, t)
+        output = self.denoiser(x_in, time, self.conditioning(batch, ctx))
         per_sample = (output.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
         metrics = {"mse": per_sample.mean().detach()}
+        per_sample = per_sample * self.schedule.loss_weight(t).to(per_sample.device)  # 1 for VP, flow, EDM
         if self.spec.min_snr_gamma is not None:
             per_sample = per_sample * min_snr_weight(self.schedule.snr(t).to(per_sample.device),
                                                      self.spec.min_snr_gamma, self.schedule.prediction)
@@ -101,9 +104,11 @@ class DiffusionRecipe(sfumato.Recipe):
         size = ctx.examples(1)["image"].shape[-1]
         downscale = self.autoencoder.downscale if self.autoencoder is not None else 1
         channels = self.autoencoder.latent_channels if self.autoencoder is not None else 3
-        plan = self.scheduler.plan(self.schedule, self.spec.sample_steps).to(device)
-        x = sfumato.randn((n, channels, size // downscale, size // downscale), ctx.generator, device) * plan.init_noise_sigma
-        predictor = sfumato.bind_predictor(self.denoiser, self.schedule)
+        shape = (n, channels, size // downscale, size // downscale)
+        schedule = self.schedule.for_sample(shape)
+        plan = self.scheduler.plan(schedule, self.spec.sample_steps).to(device)
+        x = sfumato.randn(shape, ctx.generator, device) * plan.init_noise_sigma
+        predictor = sfumato.bind_predictor(self.denoiser, schedule)
 
         def model(x_t: Tensor, t: Tensor) -> sfumato.Prediction:
             return predictor(x_t, t.reshape(-1).to(device).expand(x_t.shape[0]), cond)
@@ -142,9 +147,6 @@ class TrainDiffusion(sfumato.TrainingTask):
             "is the same in every epoch (no random crops or flips); holds every latent in memory."
         )
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def recipe(self, setup: sfumato.TrainSetup) -> DiffusionRecipe:
         spec = self.spec
         denoiser = setup.build("denoiser")
@@ -162,6 +164,9 @@ class TrainDiffusion(sfumato.TrainingTask):
             if spec.condition_dropout > 0 and not getattr(denoiser.spec, "null_class", True):
                 raise sfumato.SpecError(f"[task] condition_dropout = {spec.condition_dropout} trains the null label "
                                         f"{num_classes}: set [denoiser] null_class = true (or condition_dropout = 0)")
+        if spec.min_snr_gamma is not None and not isinstance(setup.schedule, sfumato.NoiseSchedule):
+            raise sfumato.SpecError(f"[task] min_snr_gamma weights the epsilon/v/sample losses of the vp formulation; "
+                                    f"[diffusion] type {setup.schedule.spec.type!r} has its own loss weight: drop it")
         scheduler = setup.build("scheduler", required=False) if setup.spec.scheduler is not None else None
         if scheduler is None and setup.settings.sample_every:
             scheduler = sfumato.build("scheduler", {"type": "ddim"})

@@ -25,9 +25,14 @@ def to_model_space(images: Tensor, autoencoder: nn.Module | None) -> Tensor:
         return autoencoder.encode(images).float()
 
 
-def noised(schedule: sfumato.NoiseSchedule, x0: Tensor, ctx: sfumato.StepContext, max_timestep: int | None = None):
-    """``(x_t, noise, t)`` for a batch: uniform integer timesteps in ``[0, max_timestep)`` (default
-    every training timestep) and per-sample noise, through ``NoiseSchedule.add_noise``."""
-    t = ctx.random.randint(0, max_timestep or schedule.num_timesteps).float()  # (B,)
+def noised(schedule: sfumato.Formulation, x0: Tensor, ctx: sfumato.StepContext, max_timestep: int | None = None):
+    """``(x_t, noise, t)`` for a batch: the timesteps the formulation trains on
+    (``sample_training_timesteps``: uniform integers for VP, logit-normal for flow matching,
+    log-normal sigma for EDM), or uniform integers below ``max_timestep``; per-sample noise;
+    the variance-preserving ``x_t`` of ``Formulation.add_noise``."""
+    if max_timestep is not None:
+        t = ctx.random.randint(0, max_timestep).float()  # (B,)
+    else:
+        t = schedule.sample_training_timesteps(ctx.random).float()  # (B,)
     noise = ctx.random.randn_like(x0)
     return schedule.add_noise(x0, noise, t), noise, t

@@ -41,22 +41,23 @@ class DPMSolverPlusPlus2M(SigmaSpaceScheduler):
             return spaced_timesteps(num_train_timesteps, steps + 1, spacing)[:-1] + offset
         return spaced_timesteps(num_train_timesteps, steps + 1, spacing).round()[:-1]
 
-    def init_noise_sigma(self, sigmas):
-        """Unit-variance noise in the variance-preserving space, as diffusers starts DPM-Solver."""
-        return float((sigmas[0] ** 2 + 1).sqrt())
+    def init_noise_sigma(self, sigmas, schedule, spaced):
+        """Unit-variance noise in the variance-preserving space, ``sqrt(alpha_0^2 + sigma_0^2)`` for
+        every spacing (in float32, as diffusers starts DPM-Solver)."""
+        return float((schedule.alpha(sigmas[0]) ** 2 + sigmas[0] ** 2).sqrt())
 
-    def step_tables(self, sigmas):
+    def step_tables(self, sigmas, schedule):
         """Adds, per step, ``sigma_next / sigma``, ``expm1(-h)`` and the two weights of ``D``
         (``1 + 1/(2r)`` and ``1/(2r)``; the first step's are unused)."""
         log_sigmas = sigmas.log()  # (N + 1,); -inf for the final 0
         h = log_sigmas[:-1] - log_sigmas[1:]  # (N,)
         r = torch.cat([h.new_ones(1), (log_sigmas[:-2] - log_sigmas[1:-1]) / h[1:]])  # (N,)
-        return {**super().step_tables(sigmas), "sigma_ratio": sigmas[1:] / sigmas[:-1], "expm1": (-h).expm1(),
+        return {**super().step_tables(sigmas, schedule), "sigma_ratio": sigmas[1:] / sigmas[:-1], "expm1": (-h).expm1(),
                 "weight": 1 + 1 / (2 * r), "previous_weight": 1 / (2 * r)}
 
     def step(self, model, x, plan, i, carry=None, noise=None):
         x0 = self.predict(model, x, plan, i).x0
-        tables = plan.extra if plan.extra and "expm1" in plan.extra else self.step_tables(plan.sigmas)
+        tables = plan.extra if plan.extra and "expm1" in plan.extra else self.step_tables(plan.sigmas, plan.schedule)
         denoised = x0
         if carry and i < len(plan) - 1:
             denoised = tables["weight"][i] * x0 - tables["previous_weight"][i] * carry["denoised"]

@@ -1,6 +1,6 @@
 """Euler's method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 without churn).
 
-    d = (x - x0) / sigma = eps                (dx/dsigma)
+    d = (x - x0) / sigma                      (dx/dsigma; eps for VP, the velocity for flow)
     x_next = x + d * (sigma_next - sigma)
 
 The simplest sampler in sigma space; k-diffusion's ``sample_euler``, diffusers'
@@ -27,4 +27,5 @@ class Euler(SigmaSpaceScheduler):
 
     def step(self, model, x, plan, i, carry=None, noise=None):
         prediction = self.predict(model, x, plan, i)
-        return sfumato.StepResult(torch.addcmul(x, prediction.eps, self.dsigma(plan, i)), prediction.x0, {})
+        d = self.derivative(plan, prediction)  # dx/dsigma = (x - x0) / sigma
+        return sfumato.StepResult(torch.addcmul(x, d, self.dsigma(plan, i)), prediction.x0, {})

@@ -7,6 +7,12 @@
     x_next     = x + (x - x0) / sigma * (sigma_down - sigma) + sigma_up * noise
 
 With ``eta = 1`` each step is DDPM's ancestral step written in sigma space; ``eta = 0`` is Euler.
+
+For a formulation with signal scale ``alpha(sigma) = 1 - c sigma`` (flow matching) the split is
+made on the variance-exploding level ``s = sigma / alpha`` of each step and the step renoises from
+``sigma_down`` to ``sigma_next`` with ``x_next = alpha_next / alpha_down * x_down +
+alpha_next * s_up * noise``, which keeps the marginal ``alpha x0 + sigma eps`` (ComfyUI's
+``sample_euler_ancestral_RF`` is this step); for VP the ratio is 1 and the tables are the above.
 """
 
 from __future__ import annotations
@@ -31,18 +37,31 @@ class EulerAncestral(SigmaSpaceScheduler):
         type: Literal["euler-ancestral"] = "euler-ancestral"
         eta: float = Field(1.0, ge=0, description="Weight of the fresh noise: 1 is ancestral sampling, 0 is Euler.")
 
-    def step_tables(self, sigmas):
-        """Adds ``sigma_up`` and ``sigma_down - sigma`` per step (``[N]``), computed once per plan."""
+    def step_tables(self, sigmas, schedule):
+        """Adds, per step (``[N]``): ``down_step = sigma_down - sigma``, the noise scale
+        ``sigma_up`` and, where the signal scale is not 1, the ``renoise`` factor
+        ``alpha_next / alpha_down``; computed once per plan."""
         sigma, sigma_next = sigmas[:-1], sigmas[1:]
-        sigma_up = self.spec.eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2).sqrt()
-        sigma_up = torch.minimum(sigma_next, sigma_up)
-        sigma_down = (sigma_next**2 - sigma_up**2).sqrt()
-        return {**super().step_tables(sigmas), "sigma_up": sigma_up, "down_step": sigma_down - sigma}
+        c = schedule.signal_slope
+        s, s_next = sigma / schedule.alpha(sigma), sigma_next / schedule.alpha(sigma_next)  # VE levels
+        s_up = self.spec.eta * (s_next**2 * (s**2 - s_next**2) / s**2).sqrt()
+        s_up = torch.where(torch.isinf(s), self.spec.eta * s_next, s_up)  # flow's start, alpha = 0
+        s_up = torch.minimum(s_next, s_up)
+        s_down = (s_next**2 - s_up**2).sqrt()
+        tables = {**super().step_tables(sigmas, schedule)}
+        if c == 0:
+            return {**tables, "sigma_up": s_up, "down_step": s_down - sigma}
+        sigma_down = s_down / (1 + c * s_down)  # the native level of s_down
+        alpha_next = schedule.alpha(sigma_next)
+        return {**tables, "sigma_up": alpha_next * s_up, "down_step": sigma_down - sigma,
+                "renoise": alpha_next / schedule.alpha(sigma_down)}
 
     def step(self, model, x, plan, i, carry=None, noise=None):
         if noise is None:
             raise sfumato.SamplingError("euler-ancestral is stochastic: step() needs `noise` shaped like x")
         prediction = self.predict(model, x, plan, i)
-        extra = plan.extra if plan.extra and "sigma_up" in plan.extra else self.step_tables(plan.sigmas)
-        x = torch.addcmul(x, prediction.eps, extra["down_step"][i])  # eps = (x - x0) / sigma
+        extra = plan.extra if plan.extra and "sigma_up" in plan.extra else self.step_tables(plan.sigmas, plan.schedule)
+        x = torch.addcmul(x, self.derivative(plan, prediction), extra["down_step"][i])  # Euler to sigma_down
+        if "renoise" in extra:
+            x = x * extra["renoise"][i]
         return sfumato.StepResult(torch.addcmul(x, extra["sigma_up"][i], noise), prediction.x0, {})

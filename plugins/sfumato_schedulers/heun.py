@@ -27,9 +27,10 @@ class Heun(SigmaSpaceScheduler):
     def step(self, model, x, plan, i, carry=None, noise=None):
         dsigma = self.dsigma(plan, i)
         prediction = self.predict(model, x, plan, i)
-        x_euler = x + prediction.eps * dsigma  # eps = (x - x0) / sigma = dx/dsigma
+        d = self.derivative(plan, prediction)  # dx/dsigma = (x - x0) / sigma
+        x_euler = x + d * dsigma
         if i == len(plan) - 1:
             return sfumato.StepResult(x_euler, prediction.x0, {})
         trial = self.predict(model, x_euler, plan, i + 1)
-        x = x + (prediction.eps + trial.eps) / 2 * dsigma
+        x = x + (d + self.derivative(plan, trial)) / 2 * dsigma
         return sfumato.StepResult(x, trial.x0, {})

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..component import Component
 from ..errors import PluginError, SfumatoError, SpecError
 from ..interfaces import Task
-from ..noise_schedule import NoiseSchedule
+from ..formulation import Formulation
 from ..registry import get_registry
 from ..weights import save_component, save_weights
 from .data import collate_examples, label_table_error
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 TABLE_KINDS = {
     "text_encoder": "encoder", "image_encoder": "encoder", "autoencoder": "autoencoder",
     "denoiser": "denoiser", "classifier": "classifier", "scheduler": "scheduler", "dataset": "dataset",
+    "diffusion": "formulation",
 }
 
 
@@ -60,11 +61,11 @@ class TrainSetup:
         return build_table(table, table_spec, **context)
 
     @property
-    def schedule(self) -> NoiseSchedule:
-        """The ``[diffusion]`` noise schedule (a SpecError when the spec has none)."""
+    def schedule(self) -> Formulation:
+        """The ``[diffusion]`` formulation (a SpecError when the spec has none)."""
         if getattr(self.spec, "diffusion", None) is None:
             raise SpecError(f"task {self.spec.task.type!r} needs a [diffusion] table (the noise schedule to train with)")
-        return NoiseSchedule(self.spec.diffusion)
+        return self.build("diffusion")
 
 
 def build_table(table: str, table_spec: Any, **context: Any) -> Any:
