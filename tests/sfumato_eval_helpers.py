@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from sfumato_data.geneval import GenEvalPrompt
+from sfumato_eval.geneval import GenEvalPrompt
 from sfumato_data.shapes_scene import Scene, ShapeObject, _place, render_scene
 from sfumato_data.shapes_vocab import COLORS, SHAPES
 

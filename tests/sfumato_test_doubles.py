@@ -64,7 +64,7 @@ class LinearDenoiser(sfumato.Denoiser):
         channels: int = Field(3, description="Input and output channels.")
         cond_dim: int = Field(8, description="Width of the text conditioning.")
         num_classes: int | None = Field(None, description="Class-conditional when set.")
-        weights: str | None = Field(None, description="safetensors weights.")
+        weights: sfumato.SpecPath | None = Field(None, description="safetensors weights.")
 
     def __init__(self, spec: Spec):
         super().__init__()
@@ -94,7 +94,7 @@ class CharEncoder(sfumato.Encoder):
     class Spec(sfumato.ComponentSpec):
         type: Literal["test.chars"] = "test.chars"
         dim: int = Field(8, description="Embedding width.")
-        weights: str | None = Field(None, description="safetensors weights.")
+        weights: sfumato.SpecPath | None = Field(None, description="safetensors weights.")
 
     def __init__(self, spec: Spec):
         super().__init__()
@@ -118,7 +118,7 @@ class CharEncoder(sfumato.Encoder):
 class Identity(sfumato.Autoencoder):
     class Spec(sfumato.ComponentSpec):
         type: Literal["test.identity"] = "test.identity"
-        weights: str | None = Field(None, description="Unused; an identity has no weights.")
+        weights: sfumato.SpecPath | None = Field(None, description="Unused; an identity has no weights.")
 
     latent_channels = 3
     downscale = 1

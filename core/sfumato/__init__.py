@@ -34,6 +34,7 @@ from .interfaces import (
 from .formulation import Formulation, TrainingRandom, batch_view
 from .noise_schedule import DiffusionSpec, NoiseSchedule
 from .sigma_schedule import NoiseLevels, SigmaSchedule, SigmaScheduleField, build_sigma_schedule
+from .spec_paths import ComponentTable, SpecPath
 from . import spacing
 from . import nn
 from .generation import ArgumentError, GenerationResult, from_pil, generate, to_pil
@@ -92,5 +93,6 @@ __all__ = [
     "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
     "TrainSpec", "collate_examples", "train", "nn",
     "NoiseLevels", "SigmaSchedule", "SigmaScheduleField", "build_sigma_schedule", "spacing",
+    "ComponentTable", "SpecPath",
     "Formulation", "TrainingRandom", "batch_view",
 ]

@@ -1,12 +1,14 @@
 """Output images and their locks: what produced an image, written into it so it can be replayed.
 
 A lock holds the resolved spec, the sfumato and plugin versions, the call's arguments (prompt,
-seed, steps, ...) and the SHA-256 of every weights file or folder and tokenizer, keyed by the spec
-field that names it (``denoiser.weights``, ``guidance.1.weights``: the ``--set`` spelling). A
-path that lies in the image's folder or below is written relative to that folder, so a run folder
-moved with its images still replays. PNGs carry the lock as a text chunk named ``sfumato``; JPEG
-and WebP files as their EXIF UserComment (ASCII JSON, as Stable Diffusion web UIs store their
-parameters). ``sfumato.replay`` reads a lock back as the untrusted input it is.
+seed, steps, ...) and the SHA-256 of every local file or folder that a ``SpecPath`` field of the
+spec names (weights, tokenizers, a plugin's vocabulary; see ``sfumato.spec_paths``), keyed by that
+field (``denoiser.weights``, ``guidance.1.weights``: the ``--set`` spelling); the tables only
+training reads (``TRAINING_TABLES``) are left out. A hashed path that lies in the image's folder
+or below is written relative to that folder, so a run folder moved with its images still replays.
+PNGs carry the lock as a text chunk named ``sfumato``; JPEG and WebP files as their EXIF
+UserComment (ASCII JSON, as Stable Diffusion web UIs store their parameters). ``sfumato.replay``
+reads a lock back as the untrusted input it is.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection, Iterator
 
 from PIL import Image, PngImagePlugin
+from pydantic import BaseModel
 
 from ._version import __version__
 from .errors import SfumatoError, SpecError
+from .spec_paths import Location, field_name, is_local_path, local_spec_paths, set_at
 from .weights import atomic_write, file_sha256
 
 if TYPE_CHECKING:
@@ -30,8 +34,9 @@ if TYPE_CHECKING:
 PNG_KEY = "sfumato"
 #: Output formats by file extension (lower case).
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-#: Spec fields naming files whose bytes decide the output: the lock records their SHA-256.
-HASHED_FIELDS = ("weights", "tokenizer")
+#: Tables that only training reads (a dataset's folder of images): a lock records no hashes for
+#: them, a replay drops them and ``sfumato convert`` leaves their files where they are.
+TRAINING_TABLES = ("train", "dataset")
 #: A weights folder holding more files than this is not hashed (a lock may name any folder).
 MAX_FOLDER_FILES = 1000
 EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
@@ -41,27 +46,26 @@ ASCII_COMMENT = b"ASCII\0\0\0"
 JPEG_EXIF_BYTES = 65_000
 
 
-def is_local_path(value: str) -> bool:
-    """A filesystem path, not ``builtin:name`` or a URL (the rule of ``resolve_relative_paths``)."""
-    return bool(value) and ":" not in value.split("/")[0]
+def path_fields(spec: dict[str, Any], model: type[BaseModel], registry: Any) -> dict[str, str]:
+    """Every local file or folder that spec data names in a ``SpecPath`` field (``model`` is the
+    pipeline spec's model), by field (``denoiser.weights``)."""
+    return {field_name(location): path for location, path in local_spec_paths(model, spec, registry)}
 
 
-def path_locations(spec: Any, where: tuple = ()) -> list[tuple[tuple, str]]:
-    """``(keys, path)`` of every local path in ``HASHED_FIELDS`` of spec data; ``keys`` lead to it
-    from the top (table names, list indices)."""
-    items = spec.items() if isinstance(spec, dict) else enumerate(spec) if isinstance(spec, list) else ()
-    found = []
-    for key, value in items:
-        if key in HASHED_FIELDS and isinstance(value, str) and is_local_path(value):
-            found.append(((*where, key), value))
-        else:
-            found += path_locations(value, (*where, key))
-    return found
+def recorded_paths(spec: dict[str, Any], fields: Collection[str]) -> dict[str, tuple[Location, str]]:
+    """The location and local path at each of ``fields`` (a lock's ``weights`` keys, such as
+    ``denoiser.weights``) where ``spec`` holds one: how a lock's files are found again in its spec,
+    or in the spec a replay's overrides changed, without the plugins that declared the fields."""
 
+    def values(node: Any, where: Location) -> Iterator[tuple[Location, Any]]:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            yield (*where, key), value
+            yield from values(value, (*where, key))
 
-def path_fields(spec: dict[str, Any]) -> dict[str, str]:
-    """Every local path in ``HASHED_FIELDS`` of a spec dict, by field location (``denoiser.weights``)."""
-    return {".".join(map(str, keys)): path for keys, path in path_locations(spec)}
+    wanted = set(fields)
+    return {field_name(location): (location, value) for location, value in values(spec, ())
+            if field_name(location) in wanted and is_local_path(value)}
 
 
 def path_sha256(path: str | Path) -> str:
@@ -86,37 +90,37 @@ def make_lock(pipe: Pipeline, arguments: dict[str, Any]) -> dict[str, Any]:
     Relative paths (a ``--set`` value is relative to the working folder) are made absolute;
     each file's hash is computed once per pipeline.
     """
-    spec = rebase_paths(pipe.spec.to_dict(), Path.cwd(), relative=False)
+    spec, model = pipe.spec.to_dict(), type(pipe.spec)
+    for location, path in local_spec_paths(model, spec, pipe.registry):
+        if not Path(path).is_absolute():
+            set_at(spec, location, str((Path.cwd() / path).resolve()))
+    paths = {field: path for field, path in path_fields(spec, model, pipe.registry).items()
+             if field.split(".")[0] not in TRAINING_TABLES}
     hashes = pipe.__dict__.setdefault("_weight_hashes", {})
-    for path in path_fields(spec).values():
+    for path in paths.values():
         if path not in hashes and Path(path).exists():
             hashes[path] = path_sha256(path)
     return {
         "sfumato": __version__,
         "plugins": {p.name: p.version for p in pipe.registry.plugins() if p.status == "ok"},
-        "weights": {field: hashes[path] for field, path in path_fields(spec).items() if path in hashes},
+        "weights": {field: hashes[path] for field, path in paths.items() if path in hashes},
         "spec": spec,
         "arguments": arguments,
     }
 
 
-def rebase_paths(spec: dict[str, Any], folder: Path, relative: bool) -> dict[str, Any]:
-    """A copy of ``spec`` whose hashed paths are relative to ``folder`` where they lie in it or
-    below (``relative``), or absolute, with relative ones resolved against ``folder``."""
+def rebase_paths(spec: dict[str, Any], fields: Collection[str], folder: Path, relative: bool) -> dict[str, Any]:
+    """A copy of ``spec`` whose paths at ``fields`` (the hashed ones, a lock's ``weights`` keys)
+    are relative to ``folder`` where they lie in it or below (``relative``), or absolute, with
+    relative ones resolved against ``folder``."""
     spec = copy.deepcopy(spec)
     folder = folder.resolve()
-    for keys, path in path_locations(spec):
+    for location, path in recorded_paths(spec, fields).values():
         target = Path(path)
         if relative and target.is_absolute() and target.is_relative_to(folder):
-            rebased = target.relative_to(folder).as_posix()
+            set_at(spec, location, target.relative_to(folder).as_posix())
         elif not relative and not target.is_absolute():
-            rebased = str((folder / target).resolve())
-        else:
-            continue
-        node: Any = spec
-        for key in keys[:-1]:
-            node = node[key]
-        node[keys[-1]] = rebased
+            set_at(spec, location, str((folder / target).resolve()))
     return spec
 
 
@@ -164,7 +168,7 @@ def save_image(image: Image.Image, path: str | Path, lock: dict[str, Any] | None
     kind = output_format(path)
     options: dict[str, Any] = {}
     if lock is not None:
-        lock = {**lock, "spec": rebase_paths(lock["spec"], path.absolute().parent, relative=True)}
+        lock = {**lock, "spec": rebase_paths(lock["spec"], lock["weights"], path.absolute().parent, relative=True)}
         text = json.dumps(lock, sort_keys=True)  # ASCII: \\u escapes
         if kind == "PNG":
             info = PngImagePlugin.PngInfo()

@@ -8,10 +8,11 @@ generation flow, ``sfumato.generate``, never a task's own ``run``: nothing but s
 nothing is written but the caller's output. ``[train]`` and ``[dataset]`` tables play no part in
 generation and are dropped.
 
-Paths in the lock's spec that are relative were written relative to the image's folder (see
-``sfumato.outputs``) and are resolved against it. ``--set`` overrides apply to the lock's spec
-(redirect moved weights with ``--set denoiser.weights=PATH``); a weights file they redirect is
-still hashed, and a difference is reported as a note instead of an error.
+Hashed paths in the lock's spec that are relative were written relative to the image's folder
+(see ``sfumato.outputs``) and are resolved against it; they are found by the lock's own field
+names, so checking a lock needs no plugin to say which fields are files. ``--set`` overrides
+apply to the lock's spec (redirect moved weights with ``--set denoiser.weights=PATH``); a weights
+file they redirect is still hashed, and a difference is reported as a note instead of an error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Callable
 
 from .errors import SpecError
 from .generation import ArgumentError, check_arguments
-from .outputs import path_fields, path_sha256, read_lock, rebase_paths
+from .outputs import TRAINING_TABLES, path_sha256, read_lock, rebase_paths, recorded_paths
 from .pipeline import Pipeline
 from .registry import Registry, get_registry
 from .specs import apply_overrides, parse_override, validate_spec
@@ -94,8 +95,8 @@ def read_recorded(image: str | Path) -> Recorded:
     if arguments["latents"] or arguments["image"] or arguments["mask"]:
         raise SpecError(f"{image}: cannot replay: the run used explicit latents or an init image, which the lock "
                         "does not store; replay it from Python with the same inputs")
-    spec = {table: value for table, value in spec.items() if table not in ("train", "dataset")}
-    spec = rebase_paths(spec, Path(image).absolute().parent, relative=False)
+    spec = {table: value for table, value in spec.items() if table not in TRAINING_TABLES}
+    spec = rebase_paths(spec, weights, Path(image).absolute().parent, relative=False)
     kept = {k: v for k, v in arguments.items() if k not in ("latents", "image", "mask")}
     return Recorded(spec=spec, arguments=kept, weights=dict(weights))
 
@@ -143,7 +144,7 @@ def check_generation_task(spec: dict[str, Any], registry: Registry, where: str) 
 def weights_changes(spec: dict[str, Any], weights: dict[str, str], redirected: set[str]) -> tuple[list[str], list[str]]:
     """``(problems, notes)`` for the recorded weights of ``spec``: a file that is missing or whose
     SHA-256 differs is a problem, or a note when a ``--set`` override redirected its field."""
-    current = path_fields(spec)
+    current = {name: path for name, (_, path) in recorded_paths(spec, weights).items()}
     problems, notes = [], []
     for name, digest in weights.items():
         chosen = any(name == key or name.startswith(key + ".") for key in redirected)

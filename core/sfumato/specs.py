@@ -22,6 +22,7 @@ from .component import Component, ComponentSpec
 from .errors import SpecError
 from .registry import get_registry
 from .runtime import RuntimeSpec
+from .spec_paths import local_spec_paths, set_at
 from .training.spec import TrainSpec
 
 #: Component tables of a pipeline spec and the kind each one holds.
@@ -66,11 +67,12 @@ def read_spec_file(path: str | Path, registry: Any = None) -> dict[str, Any]:
     The extending file's tables are merged over the base's field by field (``merge``; a table that
     changes its ``type`` keeps the fields the new type shares, as the ``registry``, by default the
     process-wide one, says); lists (such as ``[[guidance]]``) replace the base's list whole.
-    Relative ``weights`` paths stay relative to the file that wrote them.
+    Relative paths in ``SpecPath`` fields are resolved against the file that wrote them.
     """
     path, extended_by = Path(path), None
+    registry = registry or get_registry()
     chain: list[Path] = []
-    layers: list[dict[str, Any]] = []
+    layers: list[tuple[Path, dict[str, Any]]] = []  # (the file's folder, its data)
     while True:
         resolved = path.resolve()
         if resolved in chain:
@@ -81,23 +83,32 @@ def read_spec_file(path: str | Path, registry: Any = None) -> dict[str, Any]:
                             "a spec may extend at most that many: merge some of the bases", source=str(extended_by))
         data = parse_spec_file(path, extended_by)
         chain.append(resolved)
-        layers.append(data)
+        layers.append((path.parent, data))
         base_name = data.pop("extends", None)
         if base_name is None:
             break
         if not isinstance(base_name, str):
             raise SpecError(f"'extends' must be a path string, got {base_name!r}", source=str(path))
         extended_by, path = path, path.parent / base_name
-    data = layers.pop()
-    for layer in reversed(layers):
+    typed = merge_chain([data for _, data in layers], registry)
+    for folder, data in layers:
+        resolve_relative_paths(data, folder, registry, typed)
+    return merge_chain([data for _, data in layers], registry)
+
+
+def merge_chain(layers: list[dict[str, Any]], registry: Any) -> dict[str, Any]:
+    """The data of an ``extends`` chain, its files' data given from the extending one to the last
+    base: each merged over the one it extends."""
+    data = layers[-1]
+    for layer in reversed(layers[:-1]):
         data = merge(data, layer, registry)
     return data
 
 
 def parse_spec_file(path: Path, extended_by: Path | None = None) -> dict[str, Any]:
-    """One spec file's own data, ``extends`` not followed: TOML, or JSON for ``.json``, with
-    relative paths resolved against its folder. ``extended_by`` is the spec whose ``extends``
-    names it: errors about a file that cannot be read are that spec's."""
+    """One spec file's own data, ``extends`` not followed and paths not resolved: TOML, or JSON
+    for ``.json``. ``extended_by`` is the spec whose ``extends`` names it: errors about a file that
+    cannot be read are that spec's."""
     reference = "" if extended_by is None else "'extends': "
     blame = str(extended_by) if extended_by is not None else None
     if path.is_dir():
@@ -125,7 +136,6 @@ def parse_spec_file(path: Path, extended_by: Path | None = None) -> dict[str, An
     if not isinstance(data, dict):
         raise SpecError(f"the top level of a JSON spec must be an object of tables ({{\"task\": ..., "
                         f"\"denoiser\": {{...}}}}), got {_json_kind(data)}", source=str(path))
-    resolve_relative_paths(data, path.parent)
     expand_shorthands(data)
     return data
 
@@ -152,29 +162,35 @@ def expand_shorthands(data: dict[str, Any]) -> None:
             data[table] = {"type": default, **data[table]}
 
 
-def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
-    """Make ``weights`` and ``path``-like fields of component tables relative to the spec file.
+def resolve_relative_paths(
+    data: dict[str, Any], folder: Path, registry: Any, typed: dict[str, Any] | None = None
+) -> None:
+    """Make the relative paths in ``SpecPath`` fields of one spec file's data absolute against
+    ``folder``, the file's folder (in place); ``builtin:`` names, URLs and absolute paths stay.
 
-    A value starting with ``builtin:`` or containing ``://`` is left alone; so is an absolute path.
+    ``typed`` is the data of the file's whole ``extends`` chain, merged: a table this file writes
+    without a ``type`` (``[denoiser] weights = ...`` over a base's denoiser) has the type it has
+    there, which says which of its fields are paths.
     """
+    view = data if typed is None else _with_types(data, typed)
+    for location, path in local_spec_paths(pipeline_spec_model(registry), view, registry):
+        if not Path(path).is_absolute():
+            set_at(data, location, str((folder / path).resolve()))
 
-    def fix(table: Any) -> None:
-        if not isinstance(table, dict):
-            return
-        for key, value in table.items():
-            if key in ("weights", "path", "root", "tokenizer") and isinstance(value, str) and value:
-                if ":" in value.split("/")[0] or Path(value).is_absolute():
-                    continue
-                table[key] = str((base_dir / value).resolve())
-            elif isinstance(value, dict):
-                fix(value)
 
-    for key, value in data.items():
-        if isinstance(value, dict):
-            fix(value)
-        elif isinstance(value, list):
-            for item in value:
-                fix(item)
+def _with_types(data: Any, typed: Any) -> Any:
+    """A copy of ``data`` in which each table that states no ``type`` has the one the table at the
+    same place of ``typed`` states."""
+    if isinstance(data, dict):
+        out = {key: _with_types(value, typed.get(key) if isinstance(typed, dict) else None)
+               for key, value in data.items()}
+        if "type" not in out and isinstance(typed, dict) and "type" in typed:
+            out["type"] = typed["type"]
+        return out
+    if isinstance(data, list):
+        return [_with_types(item, typed[i] if isinstance(typed, list) and i < len(typed) else None)
+                for i, item in enumerate(data)]
+    return data
 
 
 def merge(

@@ -28,7 +28,7 @@ from .tokenizer import BUILTIN, TextTokenizer
 class CLIPTowerSpec(sfumato.ComponentSpec):
     """Fields both CLIP encoders share."""
 
-    weights: str | None = Field(
+    weights: sfumato.SpecPath | None = Field(
         None,
         description="A sfumato CLIP .safetensors file, a transformers CLIP folder (config.json + "
         "model.safetensors) or a Stable Diffusion 1.x single file. None: random initialisation.",
@@ -47,7 +47,7 @@ class CLIPTextSpec(CLIPTowerSpec):
         description="Which layer's token states feed cross-attention: the last (Stable Diffusion "
         "1.x) or the penultimate ('clip skip 2'); the final LayerNorm is applied to either.",
     )
-    tokenizer: str | None = Field(
+    tokenizer: sfumato.SpecPath | None = Field(
         None,
         description="'builtin:clip' (OpenAI's BPE, shipped), a tokenizer.json path, or a folder with "
         "tokenizer.json or vocab.json + merges.txt (a transformers CLIPTokenizer). None: a "

@@ -10,9 +10,8 @@ flickr8k       Flickr8k photos with their five captions
 imagefolder    your images with metadata.jsonl, captions.csv or class sub-folders
 =============  ===========================================================================
 
-It also registers two evaluations (docs/evaluation.md): ``sfumato eval geneval``, a GenEval-style
-compositional score on shapes from ``detect_shapes``, and ``sfumato eval digits``, class accuracy
-and a Frechet distance from the shipped ``DigitsClassifier``.
+The evaluations that score models on these datasets are a plugin of their own, ``sfumato_eval``;
+it reads the shapes vocabulary as ``ShapesDataset.vocabulary`` (this package's ``shapes_vocab``).
 
 Every item is a dict with ``image`` (``[3, H, W]`` float in [-1, 1]) and any of ``caption``,
 ``captions``, ``label`` and ``attributes``; batch them with ``collate_examples``. The formats and
@@ -25,13 +24,9 @@ import sfumato
 from sfumato import collate_examples
 
 from .cifar10 import Cifar10Dataset
-from .detect import detect_shapes
 from .digits import DigitsDataset
-from .digits_classifier import DigitsClassifier, load_digits_classifier, train_digits_classifier
 from .files import DatasetError
 from .flickr8k import Flickr8kDataset
-from .frechet import feature_frechet_distance, frechet_distance
-from .geneval import GenEvalPrompt
 from .imagefolder import ImageFolderDataset
 from .shapes import ShapesDataset, scene_attributes
 from .shapes_vocab import (
@@ -43,6 +38,7 @@ from .shapes_vocab import (
     RELATIONS,
     SHAPES,
     SIZES,
+    object_phrase,
     spatial_relations,
 )
 from .transforms import ImageTransform, to_image, to_tensor
@@ -59,19 +55,10 @@ def register_components(register):
         register(dataset)
 
 
-@sfumato.hookimpl
-def register_eval_commands(cli):
-    """Add ``sfumato eval geneval`` and ``sfumato eval digits``."""
-    from .eval_cli import register
-
-    register(cli)
-
-
 __all__ = [
     "SFUMATO_PLUGIN_API", "DATASETS", "DatasetError", "ShapesDataset", "DigitsDataset",
-    "Cifar10Dataset", "Flickr8kDataset", "ImageFolderDataset", "collate_examples", "detect_shapes",
+    "Cifar10Dataset", "Flickr8kDataset", "ImageFolderDataset", "collate_examples",
     "scene_attributes", "BACKGROUND", "COLORS", "INVERSE_RELATIONS", "NUMBER_WORDS", "REGIONS",
-    "RELATIONS", "SHAPES", "SIZES", "spatial_relations", "ImageTransform", "to_image", "to_tensor",
-    "DigitsClassifier", "load_digits_classifier", "train_digits_classifier", "feature_frechet_distance",
-    "frechet_distance", "GenEvalPrompt",
+    "RELATIONS", "SHAPES", "SIZES", "object_phrase", "spatial_relations", "ImageTransform", "to_image",
+    "to_tensor",
 ]

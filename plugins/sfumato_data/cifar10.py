@@ -161,7 +161,7 @@ class Cifar10Dataset(sfumato.Dataset):
 
     class Spec(ImageDatasetSpec):
         type: Literal["cifar10"] = "cifar10"
-        root: str = Field(..., description="Folder holding the batches (or their cifar-10-batches-py or "
+        root: sfumato.SpecPath = Field(..., description="Folder holding the batches (or their cifar-10-batches-py or "
                           "cifar-10-batches-bin folder).")
         split: Literal["train", "test"] = Field("train", description="data_batch_1..5 or test_batch.")
         resolution: int = Field(32, ge=1, description="Side of the square images; 32 is the native size.")

@@ -4,7 +4,7 @@ levels, no download), upscaled to ``resolution``, with labels 0-9 and captions."
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import sfumato
@@ -44,6 +44,9 @@ class DigitsDataset(sfumato.Dataset):
     """White digits on black (like MNIST), ``[3, H, W]`` in [-1, 1], with ``label`` and ``caption``
     (``"a handwritten digit 3"``) and ``captions`` (also ``"the digit three"``). Digits are never
     flipped (a flipped 3 is not a digit)."""
+
+    #: ``CAPTION_TEMPLATE``, for plugins that prompt for digits (``sfumato eval digits``).
+    caption_template: ClassVar[str] = CAPTION_TEMPLATE
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["digits"] = "digits"

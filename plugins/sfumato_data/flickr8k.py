@@ -91,7 +91,7 @@ class Flickr8kDataset(sfumato.Dataset):
 
     class Spec(ImageDatasetSpec):
         type: Literal["flickr8k"] = "flickr8k"
-        root: str = Field(..., description="Folder holding the caption file and the image folder.")
+        root: sfumato.SpecPath = Field(..., description="Folder holding the caption file and the image folder.")
         split: Literal["train", "val", "test", "all"] = Field("train", description="Which images, split by image.")
         captions_file: str | None = Field(
             None, description="Caption file inside root; default: captions.txt, else Flickr8k.token.txt."

@@ -60,7 +60,7 @@ class ImageFolderDataset(sfumato.Dataset):
 
     class Spec(ImageDatasetSpec):
         type: Literal["imagefolder"] = "imagefolder"
-        root: str = Field(..., description="The folder: metadata.jsonl, captions.csv or one sub-folder per class.")
+        root: sfumato.SpecPath = Field(..., description="The folder: metadata.jsonl, captions.csv or one sub-folder per class.")
         caption_column: str = Field("text", description="The caption key of metadata.jsonl rows.")
         caption_template: str = Field(
             "a photo of {article} {label}",

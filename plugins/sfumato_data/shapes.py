@@ -9,12 +9,14 @@ or cropped (that would make "left", "above" and the recorded boxes wrong).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Any, Literal
+from types import ModuleType
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import sfumato
 from pydantic import Field, field_validator, model_validator
 
+from . import shapes_vocab
 from .shapes_captions import scene_captions
 from .shapes_scene import SCENE_KINDS, Scene, SceneKind, render_scene, sample_scene
 from .shapes_vocab import BACKGROUND, COLORS, MAX_OBJECTS, SHAPES
@@ -27,6 +29,10 @@ Channel = Annotated[int, Field(ge=0, le=255)]
 class ShapesDataset(sfumato.Dataset):
     """Seeded, procedural shapes scenes; see ``shapes_scene`` for the scene kinds and
     ``shapes_captions`` for the caption templates."""
+
+    #: The ``shapes_vocab`` module (palette, shapes, relations, ``object_phrase``, ...): other
+    #: plugins read shapes images with it as ``registry.get("dataset", "shapes").vocabulary``.
+    vocabulary: ClassVar[ModuleType] = shapes_vocab
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["shapes"] = "shapes"

@@ -23,19 +23,12 @@ from collections import Counter
 
 from .prompts import article
 from .shapes_scene import Scene, ShapeObject
-from .shapes_vocab import INVERSE_RELATIONS, NUMBER_WORDS, REGIONS, RELATIONS, plural
+from .shapes_vocab import INVERSE_RELATIONS, REGIONS, RELATIONS, object_phrase
 
 
 def _noun(obj: ShapeObject, color: bool = True) -> str:
     """``"a red circle"`` (or ``"a circle"``)."""
-    words = f"{obj.color} {obj.shape}" if color else obj.shape
-    return f"{article(words)} {words}"
-
-
-def _group(count: int, shape: str, color: str | None) -> str:
-    """``"a red circle"`` for one, ``"two red circles"`` for more; ``color=None`` leaves it out."""
-    words = " ".join(([color] if color else []) + [plural(shape) if count > 1 else shape])
-    return f"{NUMBER_WORDS[count] if count > 1 else article(words)} {words}"
+    return object_phrase(obj.shape, obj.color if color else None)
 
 
 def _join(parts: list[str]) -> str:
@@ -48,7 +41,7 @@ def _groups(objects: list[ShapeObject], by_color: bool) -> str:
     keys = [(o.shape, o.color if by_color else None) for o in objects]
     counts = Counter(keys)
     order = sorted(counts, key=lambda key: (-counts[key], keys.index(key)))
-    return _join([_group(counts[key], *key) for key in order])
+    return _join([object_phrase(shape, color, counts[shape, color]) for shape, color in order])
 
 
 def scene_captions(scene: Scene) -> list[tuple[str, str]]:

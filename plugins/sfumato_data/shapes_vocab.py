@@ -1,11 +1,15 @@
-"""The vocabulary of the ``shapes`` dataset, shared by its renderer, its captions, its detector and
-the GenEval-style evaluation: shapes, named colours with their RGB, sizes, relations and regions.
+"""The vocabulary of the ``shapes`` dataset: shapes, named colours with their RGB, sizes, relations,
+regions and how captions name objects. Its renderer and captions use it; whatever reads shapes
+images from another plugin (the detector and prompts of ``sfumato_eval``) reaches this module as
+``ShapesDataset.vocabulary`` through the registry, so there is one copy.
 
 Coordinates are normalised to [0, 1] with the origin at the top-left corner and y growing
 downwards, so "above" means a smaller y.
 """
 
 from __future__ import annotations
+
+from .prompts import article
 
 #: The shapes drawn. Each fills a square box of side ``size``: the square fills all of it, the
 #: circle pi/4 of it and the triangle (apex up, base at the bottom) half of it.
@@ -71,6 +75,13 @@ MAX_OBJECTS = 4
 def plural(shape: str) -> str:
     """``circle`` -> ``circles`` (every shape name takes a plain -s)."""
     return shape + "s"
+
+
+def object_phrase(shape: str, color: str | None = None, count: int = 1) -> str:
+    """How a caption names ``count`` objects of ``shape`` (and ``color``): ``"a circle"``,
+    ``"an orange square"``, ``"three red triangles"``."""
+    words = " ".join(([color] if color else []) + [plural(shape) if count > 1 else shape])
+    return f"{NUMBER_WORDS[count] if count > 1 else article(words)} {words}"
 
 
 def spatial_relations(a: tuple[float, float], b: tuple[float, float], margin: float = RELATION_MARGIN) -> list[str]:

@@ -29,7 +29,7 @@ class DiTSpec(sfumato.ComponentSpec):
     hidden width 384, 6 heads, 2x2 patches) for unconditional 32x32x4 latents."""
 
     type: Literal["dit"] = "dit"
-    weights: str | None = Field(
+    weights: sfumato.SpecPath | None = Field(
         None,
         description="Weights to load: a safetensors file (sfumato's or diffusers' keys, which are the same) or a "
         "diffusers component folder (config.json + diffusion_pytorch_model.safetensors) of a "

@@ -29,7 +29,7 @@ guides; each wrap starts it afresh, so a pipeline called twice gives identical o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -72,11 +72,11 @@ class CLIPGuidance(sfumato.Guidance):
         prompt: str | None = Field(
             None, description="Guide every sample towards this text; None: the run's prompts.",
         )
-        text_encoder: dict[str, Any] | None = Field(
+        text_encoder: Annotated[dict[str, Any] | None, sfumato.ComponentTable("encoder")] = Field(
             None, description="Encoder spec of the CLIP text tower (e.g. {type = \"clip-text\", weights = ...}); "
             "None: the pipeline's [text_encoder], which must be the same CLIP's text tower.",
         )
-        image_encoder: dict[str, Any] | None = Field(
+        image_encoder: Annotated[dict[str, Any] | None, sfumato.ComponentTable("encoder")] = Field(
             None, description="Encoder spec of the CLIP image tower; None: the pipeline's [image_encoder].",
         )
 

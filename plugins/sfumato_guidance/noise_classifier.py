@@ -37,7 +37,7 @@ class NoiseClassifier(sfumato.Classifier):
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["noise-classifier"] = "noise-classifier"
-        weights: str | None = Field(None, description="safetensors weights (sfumato.save_component); None: random.")
+        weights: sfumato.SpecPath | None = Field(None, description="safetensors weights (sfumato.save_component); None: random.")
         in_channels: int = Field(3, ge=1, description="Channels of x_t: 3 for RGB pixels, the latent channels for latents.")
         num_classes: int = Field(10, ge=2, description="Number of classes (logits).")
         channels: list[int] = Field(

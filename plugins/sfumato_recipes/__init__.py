@@ -19,7 +19,7 @@ from __future__ import annotations
 import sfumato
 
 from .classifier_task import TrainClassifier
-from .clip_tasks import TrainCLIP, TrainCLIPFinetune
+from .clip_tasks import FinetuneHeads, TrainCLIP, TrainCLIPFinetune
 from .diffusion_task import TrainDiffusion
 from .vae_task import TrainVAE
 
@@ -35,5 +35,5 @@ def register_components(register):
         register(task)
 
 
-__all__ = ["SFUMATO_PLUGIN_API", "TASKS", "TrainCLIP", "TrainCLIPFinetune", "TrainVAE", "TrainDiffusion",
+__all__ = ["SFUMATO_PLUGIN_API", "TASKS", "FinetuneHeads", "TrainCLIP", "TrainCLIPFinetune", "TrainVAE", "TrainDiffusion",
            "TrainClassifier"]

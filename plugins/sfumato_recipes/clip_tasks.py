@@ -1,8 +1,10 @@
-"""``train-clip`` (from scratch) and ``train-clip-finetune`` (new projection heads on pretrained towers)."""
+"""``train-clip`` (from scratch) and ``train-clip-finetune`` (new projection heads on pretrained towers):
+sfumato's one implementation of CLIP fine-tuning (docs/clip.md)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import sfumato
@@ -11,8 +13,11 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from .contrastive import ProjectionHead, Temperature, caption_groups, info_nce
 from .batches import require_field
+from .contrastive import ProjectionHead, Temperature, caption_groups, info_nce
+
+#: The class prompt of ``objective = "labels"`` when neither ``label_template`` nor the dataset gives one.
+DEFAULT_LABEL_TEMPLATE = "a photo of a {}"
 
 
 class CLIPRecipe(sfumato.Recipe):
@@ -81,13 +86,31 @@ class TrainCLIP(sfumato.TrainingTask):
 
 
 class FinetuneHeads(nn.Module):
-    """The modules fine-tuning adds: a projection head per tower and a learnable temperature."""
+    """The modules fine-tuning adds: a projection head per tower and a learnable temperature.
 
-    def __init__(self, text_dim: int, image_dim: int, projection_dim: int, dropout: float):
+    A run saves them as ``heads.safetensors``; ``FinetuneHeads.load`` reads them back, and
+    ``text_head(text_encoder.encode(texts).pooled)`` and ``image_head(image_encoder.encode(images).pooled)``
+    embed into the fine-tuned space (compare them by cosine similarity).
+    """
+
+    def __init__(self, text_dim: int, image_dim: int, projection_dim: int, dropout: float = 0.1):
         super().__init__()
         self.text_head = ProjectionHead(text_dim, projection_dim, dropout)
         self.image_head = ProjectionHead(image_dim, projection_dim, dropout)
         self.temperature = Temperature()
+
+    @classmethod
+    def load(cls, path: str | Path) -> FinetuneHeads:
+        """The heads a ``train-clip-finetune`` run saved (``out/heads.safetensors``, or
+        ``out/epoch-N/heads.safetensors``), in eval mode; the widths are read from the weights."""
+        state = sfumato.load_weights(path)
+        text, image = state.get("text_head.proj.weight"), state.get("image_head.proj.weight")
+        if text is None or image is None or text.ndim != 2 or image.ndim != 2:
+            raise sfumato.WeightsError(f"{path}: not the heads of a train-clip-finetune run (it has no "
+                                       "text_head.proj.weight and image_head.proj.weight matrices); give the "
+                                       "heads.safetensors the run wrote")
+        heads = cls(text.shape[1], image.shape[1], text.shape[0])  # proj: (projection_dim, tower width)
+        return sfumato.load_into(heads, state, source=str(path)).eval()
 
 
 class CLIPFinetuneRecipe(sfumato.Recipe):
@@ -151,7 +174,7 @@ class TrainCLIPFinetune(sfumato.TrainingTask):
         train_image: bool = Field(False, description="Also fine-tune the image tower (False: frozen).")
         label_template: str | None = Field(
             None, description="Prompt of a class; {} is the class name. None: the dataset's own class prompts when "
-            "it has them (CIFAR-10: 'a photo of an airplane'), else 'a photo of a {}'."
+            f"it has them (CIFAR-10: 'a photo of an airplane'), else {DEFAULT_LABEL_TEMPLATE!r}."
         )
         labels: list[str] | None = Field(
             None, description="Class names, in label order. None: the dataset's label_names (CIFAR-10 has them)."
@@ -182,4 +205,4 @@ class TrainCLIPFinetune(sfumato.TrainingTask):
         if classes and len(names) < len(classes):
             raise sfumato.SpecError(f"[task] labels lists {len(names)} names but [dataset] type {dataset.spec.type!r} "
                                     f"has {len(classes)} classes; name every class, in label order")
-        return [(self.spec.label_template or "a photo of a {}").format(name) for name in names]
+        return [(self.spec.label_template or DEFAULT_LABEL_TEMPLATE).format(name) for name in names]

@@ -60,7 +60,8 @@ def info_nce(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor,
 
 class ProjectionHead(nn.Module):
     """``LayerNorm(p + dropout(fc(gelu(p))))`` with ``p = proj(x)``: a new embedding space on top
-    of a pretrained tower's pooled output."""
+    of a pretrained tower's pooled output (the projection head of the Flickr8k reference
+    implementation, "OpenAI CLIP simple implementation", M. Shariatnia)."""
 
     def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.1):
         super().__init__()

@@ -22,7 +22,7 @@ class UNetSpec(sfumato.ComponentSpec):
     """
 
     type: Literal["unet"] = "unet"
-    weights: str | None = Field(
+    weights: sfumato.SpecPath | None = Field(
         None,
         description="Weights to load: a sfumato/diffusers safetensors file, a diffusers component folder "
         "(config.json + diffusion_pytorch_model.safetensors) or a Stable Diffusion 1.x single-file "

@@ -73,7 +73,7 @@ class AutoencoderKL(sfumato.Autoencoder):
         sample_posterior: bool = Field(
             False, description="encode() samples from the posterior even without a generator (else the mean)."
         )
-        weights: str | None = Field(
+        weights: sfumato.SpecPath | None = Field(
             None, description="Weights to load, format auto-detected: a sfumato or diffusers safetensors file, a "
             "diffusers AutoencoderKL folder, or an SD 1.x single-file checkpoint (its first_stage_model.* keys) "
             "or LDM VAE file.",

@@ -26,7 +26,7 @@ from bad_input.harness import Case, check, run_cli
 from sfumato import generation
 from sfumato import replay as replay_module
 from sfumato.generation import ArgumentError
-from sfumato.outputs import path_fields, path_sha256, read_lock
+from sfumato.outputs import path_sha256, read_lock
 
 TEXT_ENCODER = {"type": "test.chars", "weights": "chars.safetensors"}
 DENOISER = {"type": "test.linear", "weights": "linear.safetensors"}
@@ -468,11 +468,6 @@ def test_locks_hash_weights_folders(scratch, capsys, monkeypatch):
     assert code == 2 and "autoencoder.weights" in err and "changed" in err
 
 
-def test_path_fields_name_each_weights_and_tokenizer_by_its_field():
-    spec = {"task": "text-to-image", "text_encoder": {"weights": "/m/te.safetensors", "tokenizer": "builtin:clip"},
-            "guidance": [{"type": "cfg"}, {"type": "classifier", "weights": "c.safetensors"}],
-            "denoiser": {"weights": "https://example.com/unet.safetensors"}}
-    assert path_fields(spec) == {"text_encoder.weights": "/m/te.safetensors", "guidance.1.weights": "c.safetensors"}
 
 
 def test_a_folder_of_too_many_files_is_not_hashed(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
-"""Zero-shot classification, semantic search and the fine-tuning model, with stub and tiny
-encoders whose answers are known."""
+"""Zero-shot classification, semantic search and fine-tuning (the ``train-clip-finetune`` recipe,
+sfumato's one implementation), with stub and tiny encoders whose answers are known."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ import sfumato
 import torch
 from PIL import Image
 from sfumato import EncoderOutput
-from sfumato_clip import CLIPFineTuner, SearchIndex, ZeroShotClassifier, build_index, class_embeddings, query_text
+from sfumato_clip import SearchIndex, ZeroShotClassifier, build_index, class_embeddings, query_text
+from sfumato_recipes.clip_tasks import CLIPFinetuneRecipe, FinetuneHeads, TrainCLIPFinetune
+from sfumato_training_helpers import run, train_spec, write_class_folder
 
 COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0)}
 
@@ -73,27 +77,52 @@ def test_search_index_round_trip_and_text_query(tmp_path):
     assert hits[0].score >= hits[1].score
 
 
-def test_fine_tuner_freezes_towers_and_trains_heads(tiny_clip_file):
-    text = sfumato.build("encoder", {"type": "clip-text", "weights": tiny_clip_file})
-    image = sfumato.build("encoder", {"type": "clip-image", "weights": tiny_clip_file})
-    model = CLIPFineTuner(text, image, projection_dim=8, caption_loss="siglip")
+def finetune_recipe(clip_file: str, **fields) -> CLIPFinetuneRecipe:
+    """The ``train-clip-finetune`` recipe on a tiny CLIP's towers, classes "cat" and "dog"."""
+    text = sfumato.build("encoder", {"type": "clip-text", "weights": clip_file})
+    image = sfumato.build("encoder", {"type": "clip-image", "weights": clip_file})
+    task = TrainCLIPFinetune(TrainCLIPFinetune.Spec(projection_dim=8, **fields))
+    return CLIPFinetuneRecipe(task.spec, text, image, task.label_prompts(SimpleNamespace(label_names=["cat", "dog"])))
+
+
+def test_finetuning_trains_the_heads_and_keeps_the_towers_frozen(tiny_clip_file):
     images = torch.rand(3, 3, 32, 32) * 2 - 1
-    loss = model.caption_loss(images, ["a cat", "a dog", "a car"])
+    recipe = finetune_recipe(tiny_clip_file, objective="captions")
+    assert set(recipe.trainable) == {"heads"} and set(recipe.frozen) == {"text_encoder", "image_encoder"}
+    loss, metrics = recipe.loss({"image": images, "caption": ["a cat", "a dog", "a car"]}, None)
     loss.backward()
-    assert all(p.grad is None for p in text.parameters()) and all(p.grad is None for p in image.parameters())
-    assert model.image_head.proj.weight.grad is not None and model.logit_bias.grad is not None
-    logits = model.label_logits(images, ["cat", "dog"])
-    assert logits.shape == (3, 2)
-    label_loss = model.label_loss(images, torch.tensor([0, 1, 0]), ["cat", "dog"])
-    assert label_loss.item() > 0
+    assert all(p.grad is None for p in recipe.text_encoder.parameters())
+    assert all(p.grad is None for p in recipe.image_encoder.parameters())
+    assert recipe.heads.image_head.proj.weight.grad is not None and recipe.heads.temperature.log_scale.grad is not None
+    labels = finetune_recipe(tiny_clip_file)  # objective "labels": each image against every class prompt
+    assert labels.prompts == ["a photo of a cat", "a photo of a dog"]
+    loss, metrics = labels.loss({"image": images, "label": torch.tensor([0, 1, 0])}, None)
+    assert loss.item() > 0 and 0 <= metrics["accuracy"].item() <= 1
 
 
-@pytest.mark.parametrize("caption_loss", ["clip", "soft-target"])
-def test_fine_tuner_can_train_the_towers(tiny_clip_file, caption_loss):
-    text = sfumato.build("encoder", {"type": "clip-text", "weights": tiny_clip_file})
-    image = sfumato.build("encoder", {"type": "clip-image", "weights": tiny_clip_file})
-    model = CLIPFineTuner(text, image, projection_dim=8, train_text=True, train_image=True,
-                          caption_loss=caption_loss)
-    model.caption_loss(torch.rand(2, 3, 32, 32) * 2 - 1, ["a cat", "a dog"]).backward()
-    assert text.text.blocks[0].attn.qkv.weight.grad is not None
-    assert image.vision.patch_embed.weight.grad is not None
+def test_finetuning_can_train_the_towers(tiny_clip_file):
+    recipe = finetune_recipe(tiny_clip_file, objective="captions", train_text=True, train_image=True)
+    assert set(recipe.trainable) == {"heads", "text_encoder", "image_encoder"}
+    loss, _ = recipe.loss({"image": torch.rand(2, 3, 32, 32) * 2 - 1, "caption": ["a cat", "a dog"]}, None)
+    loss.backward()
+    assert recipe.text_encoder.text.blocks[0].attn.qkv.weight.grad is not None
+    assert recipe.image_encoder.vision.patch_embed.weight.grad is not None
+
+
+def test_the_heads_a_finetuning_run_saves_load_back_and_embed(tiny_clip_file, tmp_path):
+    folder = write_class_folder(tmp_path / "classes")
+    tower = {"weights": tiny_clip_file}
+    spec = train_spec({"type": "train-clip-finetune", "projection_dim": 8}, folder, steps=None,
+                      text_encoder={"type": "clip-text", **tower}, image_encoder={"type": "clip-image", **tower},
+                      train={"epochs": 1, "steps": None})
+    result = run(spec, tmp_path / "out")
+    heads = FinetuneHeads.load(result.weights["heads"])
+    saved = sfumato.load_weights(result.weights["heads"])
+    assert not heads.training and all(torch.equal(v, saved[k]) for k, v in heads.state_dict().items())
+    text = sfumato.build("encoder", {"type": "clip-text", **tower}).eval()
+    image = sfumato.build("encoder", {"type": "clip-image", **tower}).eval()
+    with torch.no_grad():
+        assert heads.text_head(text.encode(["a photo of a red"]).pooled).shape == (1, 8)
+        assert heads.image_head(image.encode(torch.zeros(2, 3, 32, 32)).pooled).shape == (2, 8)
+    with pytest.raises(sfumato.WeightsError, match="not the heads of a train-clip-finetune run"):
+        FinetuneHeads.load(tiny_clip_file)

@@ -54,7 +54,7 @@ def test_wheel_contains_core_plugins_and_manifest(wheel):
     for shipped in ("sfumato/nn.py", "sfumato_models/shapes/spec.toml", "sfumato_models/shapes/unet.safetensors",
                     "sfumato_models/shapes/tokenizer.json", "sfumato_models/digits/MODEL_CARD.md",
                     "sfumato_clip/bpe_simple_vocab_16e6.txt.gz", "sfumato_unet/configs/sd15.json",
-                    "sfumato_vae/configs/sd1_vae.json"):
+                    "sfumato_vae/configs/sd1_vae.json", "sfumato_eval/digits_classifier.safetensors"):
         assert shipped in names, f"{shipped} missing from the wheel"
     # A built-in model ships its specs, weights, tokenizer and card; what rebuilds it stays in builds/.
     models = [n.removeprefix("sfumato_models/") for n in names if n.startswith("sfumato_models/")]

@@ -3,6 +3,7 @@ deterministic split."""
 
 from __future__ import annotations
 
+import sfumato
 import torch
 from sfumato.testing import ComponentConformance
 
@@ -23,6 +24,9 @@ def test_items_are_upscaled_white_digits_on_black_with_labels_and_captions():
     assert item["image"][:, 0, 0].tolist() == [-1.0, -1.0, -1.0]  # the border has no ink
     assert item["image"].max() > 0.9
     assert item["caption"] == f"a handwritten digit {item['label']}"
+    # the template text-to-image digits models are prompted with, read through the registry
+    template = sfumato.get_registry().get("dataset", "digits").caption_template
+    assert template.format(item["label"]) == item["caption"]
     assert {data[i]["label"] for i in range(len(data))} == set(range(10))
 
 

@@ -1,9 +1,11 @@
-"""The shapes dataset: seeded determinism, resolutions, captions from the vocabulary, attributes
-that match the pixels (checked by the detector)."""
+"""The shapes dataset: seeded determinism, resolutions, captions from the vocabulary, the
+vocabulary other plugins read through the registry. That the attributes match the pixels is
+checked by the detector's tests (tests/eval/test_shapes_detector.py)."""
 
 from __future__ import annotations
 
 import pytest
+import sfumato
 import torch
 from pydantic import ValidationError
 from sfumato.testing import ComponentConformance
@@ -16,7 +18,7 @@ from sfumato_data import (
     SHAPES,
     SIZES,
     ShapesDataset,
-    detect_shapes,
+    object_phrase,
     spatial_relations,
 )
 
@@ -57,20 +59,6 @@ def test_images_have_the_requested_resolution_and_range(resolution):
 def test_index_out_of_range_raises_index_error():
     with pytest.raises(IndexError, match="length 40"):
         shapes()[40]
-
-
-def test_detector_recovers_every_generated_object_at_64_pixels():
-    data = shapes(length=60)
-    for index in range(len(data)):
-        item = data[index]
-        expected = sorted(item["attributes"]["objects"], key=lambda o: o["center"][0])
-        found = detect_shapes(item["image"])
-        assert [(o["shape"], o["color"], o["size"]) for o in found] == [
-            (o["shape"], o["color"], o["size"]) for o in expected
-        ], f"item {index}: {item['caption']}"
-        for got, want in zip(found, expected):
-            assert got["center"] == pytest.approx(want["center"], abs=0.03)
-            assert got["bbox"] == pytest.approx(want["bbox"], abs=0.04)
 
 
 def test_captions_use_only_the_vocabulary():
@@ -132,3 +120,18 @@ def test_max_objects_bounds_scenes_and_spec_rejects_impossible_kinds():
         ShapesDataset.Spec(scenes=["mixed"], max_objects=2)
     with pytest.raises(ValidationError, match="at least one"):
         ShapesDataset.Spec(scenes=[])
+
+
+def test_other_plugins_read_the_vocabulary_through_the_registry():
+    """The evaluations (another plugin) name objects as the captions do, through the registry."""
+    vocabulary = sfumato.get_registry().get("dataset", "shapes").vocabulary
+    assert vocabulary.COLORS is COLORS and vocabulary.spatial_relations is spatial_relations
+    assert vocabulary.object_phrase is object_phrase
+    assert [object_phrase("circle"), object_phrase("square", "orange"), object_phrase("triangle", "red", 3),
+            object_phrase("circle", count=2)] == ["a circle", "an orange square", "three red triangles", "two circles"]
+    data = shapes(scenes=["single"], length=10)
+    for index in range(len(data)):
+        item = data[index]
+        (obj,) = item["attributes"]["objects"]
+        assert object_phrase(obj["shape"], obj["color"]) in item["captions"]
+        assert object_phrase(obj["shape"]) in item["captions"]

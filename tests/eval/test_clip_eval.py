@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from sfumato.cli import main
-from sfumato_clip import CLIP, CLIPConfig, TextConfig, VisionConfig, ZeroShotTask, save_clip
-from sfumato_clip.eval_cli import dataset_spec
-from sfumato_clip.evaluation import labelled_task, retrieval_scores, retrieval_set, shapes_tasks, zero_shot_scores
-from sfumato_data import COLORS, SHAPES, ShapesDataset, detect_shapes
+from sfumato_clip import CLIP, CLIPConfig, TextConfig, VisionConfig, save_clip
+from sfumato_data import COLORS, SHAPES, ShapesDataset
+from sfumato_eval import ZeroShotTask, detect_shapes
+from sfumato_eval.datasets import dataset_spec
+from sfumato_eval.retrieval import retrieval_scores, retrieval_set
+from sfumato_eval.zero_shot import labelled_task, shapes_tasks, zero_shot_scores
 
 CLASSES = 10
 

@@ -12,9 +12,9 @@ import torch
 
 from sfumato.cli import main
 from sfumato_data import DigitsDataset
-from sfumato_data.digits_classifier import WEIGHTS, accuracy, load_digits_classifier, train_digits_classifier
-from sfumato_data.digits_eval import check_template, classifier_features, evaluate_digits, generate_digits
-from sfumato_data.frechet import feature_frechet_distance, frechet_distance, gaussian_statistics
+from sfumato_eval.digits import check_template, classifier_features, evaluate_digits, generate_digits
+from sfumato_eval.digits_classifier import WEIGHTS, accuracy, load_digits_classifier, train_digits_classifier
+from sfumato_eval.frechet import feature_frechet_distance, frechet_distance, gaussian_statistics
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_the_shipped_classifier_is_accurate_on_real_test_digits(classifier, test
     images, labels = test_digits
     assert accuracy(classifier, images, labels) >= 0.95
     recorded = json.loads(sfumato.read_metadata(WEIGHTS)["sfumato.digits_classifier"])
-    assert recorded["test_accuracy"] >= 0.97 and recorded["retrain"] == "python -m sfumato_data.digits_classifier"
+    assert recorded["test_accuracy"] >= 0.97 and recorded["retrain"] == "python -m sfumato_eval.digits_classifier"
     assert WEIGHTS.stat().st_size < 300_000
 
 

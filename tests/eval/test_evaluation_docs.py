@@ -10,8 +10,8 @@ from pathlib import Path
 
 import sfumato
 
-from sfumato_data.digits_classifier import WEIGHTS
-from sfumato_data.geneval import prompt_set
+from sfumato_eval.digits_classifier import WEIGHTS
+from sfumato_eval.geneval import prompt_set
 
 DOC = (Path(__file__).parents[2] / "docs" / "evaluation.md").read_text()
 

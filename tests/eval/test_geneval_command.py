@@ -12,8 +12,8 @@ from PIL import Image
 from sfumato_eval_helpers import render_prompt
 
 from sfumato.cli import main
-from sfumato_data.geneval import TASKS, prompt_set
-from sfumato_data.geneval_command import FAIL_COLOR, PASS_COLOR, marked_grid, run_geneval
+from sfumato_eval.geneval import TASKS, prompt_set
+from sfumato_eval.geneval_command import FAIL_COLOR, PASS_COLOR, marked_grid, run_geneval
 
 
 class DrawingPipe:

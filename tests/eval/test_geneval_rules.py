@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from sfumato_eval_helpers import MISTAKES, render_prompt
 
-from sfumato_data import ShapesDataset, detect_shapes
-from sfumato_data.geneval import (
+from sfumato_data import ShapesDataset
+from sfumato_eval import detect_shapes
+from sfumato_eval.geneval import (
     TASKS, colors_prompt, color_attr_prompt, counting_prompt, evaluate, position_prompt, prompt_set,
     single_object_prompt, summarise, two_object_prompt,
 )

@@ -8,7 +8,7 @@ import torch
 
 import sfumato
 from sfumato.cli import main
-from sfumato_data.reconstruction_eval import reconstruction_report
+from sfumato_eval.reconstruction import reconstruction_report
 
 
 def test_a_lossless_autoencoder_keeps_every_scene_readable():

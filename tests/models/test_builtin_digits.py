@@ -14,7 +14,7 @@ import sfumato_models
 from sfumato.cli import main
 from sfumato_clip import ZeroShotClassifier
 from sfumato_data import DigitsDataset
-from sfumato_data.digits_classifier import load_digits_classifier
+from sfumato_eval.digits_classifier import load_digits_classifier
 
 MODELS = Path(sfumato_models.__file__).parent
 DIGITS = MODELS / "digits"

@@ -14,7 +14,7 @@ import sfumato
 import sfumato_models
 from sfumato.cli import main
 from sfumato.outputs import read_lock
-from sfumato_data import detect_shapes
+from sfumato_eval import detect_shapes
 
 MODEL = Path(sfumato_models.__file__).parent / "shapes"
 
@@ -64,8 +64,7 @@ def test_a_single_object_has_the_colour_asked_for(colour):
 
 def test_the_shapes_clip_reads_colour_and_shape_zero_shot():
     """The shipped towers classify held-out single-object scenes (32 px, dataset seed 9)."""
-    from sfumato_clip import zero_shot_scores
-    from sfumato_clip.evaluation import shapes_tasks
+    from sfumato_eval.zero_shot import shapes_tasks, zero_shot_scores
 
     pipe = sfumato.load_pipeline("shapes")
     dataset = sfumato.build("dataset", {"type": "shapes", "resolution": 32, "length": 120, "seed": 9,

@@ -1,10 +1,12 @@
 """``sfumato convert``: a checkpoint any plugin understands, written as a sfumato spec.
 
-The output folder holds ``spec.toml`` (every field resolved, weights paths relative to it), one
+The output folder holds ``spec.toml`` (every field resolved, paths relative to it), one
 safetensors file per weighted component (``sfumato.save_component``: sfumato's key names, the
-component's spec in the metadata) and copies of the other files a component reads, such as a
-text encoder's tokenizer. ``load_pipeline(out / "spec.toml")`` rebuilds exactly the same
-pipeline, with no converter in the loop.
+component's spec in the metadata) and a copy of every other local file or folder a ``SpecPath``
+field names (a text encoder's tokenizer, a plugin's vocabulary, nested components' weights), named
+after its field (``text_encoder.tokenizer.json``); the files of the tables only training reads (a
+dataset's folder) stay where they are. ``load_pipeline(out / "spec.toml")`` rebuilds exactly the
+same pipeline, with no converter in the loop.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import tomli_w
 from torch import nn
 
 from ..errors import SpecError
+from ..outputs import TRAINING_TABLES
 from ..pipeline import Pipeline
 from ..registry import Registry
+from ..spec_paths import field_name, local_spec_paths, set_at
 from ..weights import save_component
 
 SPEC_NAME = "spec.toml"
-#: Component fields naming a file or folder, other than ``weights``, that the output must carry.
-CARRIED_FIELDS = ("tokenizer",)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -91,8 +93,10 @@ def check_output_folder(source: Path, out: Path, overwrite: bool) -> None:
 
 
 def _write(pipe: Pipeline, out: Path) -> None:
-    """The spec and one safetensors file per weighted component, into the folder ``out``."""
+    """The spec, one safetensors file per weighted component and the other files its ``SpecPath``
+    fields name, into the folder ``out``."""
     spec = pipe.spec.to_dict()  # built components wrote what they resolved (e.g. an architecture) back
+    resaved: set[tuple[str, str]] = set()  # the locations of weights written as safetensors above
     for table, component in pipe.components.items():
         fields = spec.get(table)
         if not isinstance(fields, dict):
@@ -100,12 +104,12 @@ def _write(pipe: Pipeline, out: Path) -> None:
         has_weights_field = "weights" in type(component.spec).model_fields
         if has_weights_field and isinstance(component, nn.Module) and component.state_dict():
             fields["weights"] = save_component(component, out / f"{table}.safetensors").name
+            resaved.add((table, "weights"))
             for name in _inexpressible_fields(component.spec):
                 del fields[name]  # TOML has no null: the weights file's recorded spec keeps the value
-        for name in CARRIED_FIELDS:
-            value = fields.get(name)
-            if isinstance(value, str) and Path(value).exists():
-                fields[name] = _carry(Path(value), out / f"{table}.{name}{Path(value).suffix}").name
+    for location, path in local_spec_paths(type(pipe.spec), spec, pipe.registry):
+        if location not in resaved and location[0] not in TRAINING_TABLES and Path(path).exists():
+            set_at(spec, location, _carry(Path(path), out / f"{field_name(location)}{Path(path).suffix}").name)
     (out / SPEC_NAME).write_text(tomli_w.dumps(spec), encoding="utf-8")
 
 

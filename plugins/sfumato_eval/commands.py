@@ -1,5 +1,5 @@
-"""What ``sfumato eval geneval`` and ``sfumato eval digits`` share: choosing the model, printing
-the table, writing the JSON."""
+"""What the ``sfumato eval`` commands share: argument types, choosing the model, printing the
+table, writing the JSON."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def positive_int(text: str) -> int:
     """An ``argparse`` type: an integer of 1 or more."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
@@ -72,19 +75,16 @@ def format_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def print_figures(title: str, figures: dict[str, Any]) -> None:
+    """``title``, then one ``name  value`` line per figure (floats with three decimals)."""
+    width = max(len(name) for name in figures)
+    print(title)
+    for name, value in figures.items():
+        print(f"  {name:<{width}}  {value:.3f}" if isinstance(value, float) else f"  {name:<{width}}  {value}")
+
+
 def write_json(path: str | Path, report: dict[str, Any]) -> Path:
     path = Path(path)
     sfumato.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
     print(f"wrote {path}")
     return path
-
-
-def register(cli: Any) -> None:
-    """Add ``geneval``, ``shapes-reconstruction`` and ``digits`` to ``sfumato eval``."""
-    from .digits_eval import add_digits_command
-    from .geneval_command import add_geneval_command
-    from .reconstruction_eval import add_reconstruction_command
-
-    add_geneval_command(cli)
-    add_reconstruction_command(cli)
-    add_digits_command(cli)

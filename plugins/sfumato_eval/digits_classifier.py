@@ -9,8 +9,8 @@ The weights ship beside this file (``digits_classifier.safetensors``, float16, ~
 metadata records the recipe and the accuracy on the digits test split. Retrain them, in about
 7 seconds on one CPU thread, with::
 
-    python -m sfumato_data.digits_classifier            # writes the shipped file
-    python -m sfumato_data.digits_classifier --out my_classifier.safetensors --epochs 30
+    python -m sfumato_eval.digits_classifier            # writes the shipped file
+    python -m sfumato_eval.digits_classifier --out my_classifier.safetensors --epochs 30
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .digits import DigitsDataset
+from .datasets import labelled_images
 
 #: The shipped weights.
 WEIGHTS = Path(__file__).with_name("digits_classifier.safetensors")
@@ -118,9 +118,9 @@ def train_digits_classifier(epochs: int = 30, seed: int = 0, batch_size: int = 6
 def _train(epochs: int, seed: int, batch_size: int, lr: float, progress: bool) -> tuple[DigitsClassifier, float]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    train = DigitsDataset.from_spec({"split": "train", "resolution": RESOLUTION})
-    test = DigitsDataset.from_spec({"split": "test", "resolution": RESOLUTION})
-    images, labels = train.images[:, :1].contiguous(), torch.from_numpy(train.labels)  # (N, 1, 32, 32)
+    train_images, labels = labelled_images({"type": "digits", "split": "train", "resolution": RESOLUTION})
+    test_images, test_labels = labelled_images({"type": "digits", "split": "test", "resolution": RESOLUTION})
+    images = train_images[:, :1].contiguous()  # (N, 1, 16, 16)
     model = DigitsClassifier()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * -(-len(images) // batch_size)
@@ -137,7 +137,7 @@ def _train(epochs: int, seed: int, batch_size: int, lr: float, progress: bool) -
             schedule.step()
         if progress:
             print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
-    return model.eval(), accuracy(model, test.images, torch.from_numpy(test.labels))
+    return model.eval(), accuracy(model, test_images, test_labels)
 
 
 def save_digits_classifier(model: DigitsClassifier, path: str | Path, test_accuracy: float, epochs: int,
@@ -147,13 +147,13 @@ def save_digits_classifier(model: DigitsClassifier, path: str | Path, test_accur
     metadata = {"sfumato.digits_classifier": {
         "test_accuracy": round(test_accuracy, 4), "epochs": epochs, "seed": seed,
         "data": "digits train split (test_fraction 0.2, seed 0), 16 x 16",
-        "retrain": "python -m sfumato_data.digits_classifier",
+        "retrain": "python -m sfumato_eval.digits_classifier",
     }}
     return sfumato.save_weights(state, path, metadata)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sfumato_data.digits_classifier",
+    parser = argparse.ArgumentParser(prog="python -m sfumato_eval.digits_classifier",
                                      description="Train the digits classifier of `sfumato eval digits`.")
     parser.add_argument("--out", default=str(WEIGHTS), help="where to write the weights (default: the shipped file)")
     parser.add_argument("--epochs", type=int, default=30)

@@ -14,8 +14,8 @@ from typing import Any
 import sfumato
 import torch
 
-from .detect import detect_shapes
-from .eval_cli import format_table, load_model, model_name, positive_int, write_json
+from .commands import format_table, load_model, model_name, positive_int, results_file, write_json
+from .shapes_detector import detect_shapes
 
 
 def detector_agreement(images: torch.Tensor, scenes: list[list[tuple[str, str]]]) -> dict[str, float]:
@@ -75,5 +75,5 @@ def add_reconstruction_command(cli: Any) -> None:
     parser.add_argument("--dataset-seed", type=int, default=11, help="seed of the scenes (default 11; training "
                         "specs of the built-in models use seeds 1 to 6)")
     parser.add_argument("--resolution", type=positive_int, default=64, help="image side (default 64)")
-    parser.add_argument("--out", metavar="RESULTS.json", help="write the figures as JSON")
+    parser.add_argument("--out", type=results_file, metavar="RESULTS.json", help="write the figures as JSON")
     parser.set_defaults(handler=run)

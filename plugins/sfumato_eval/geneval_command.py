@@ -11,11 +11,11 @@ import sfumato
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from .detect import detect_shapes
-from .eval_cli import add_model_arguments, format_table, load_model, model_name, positive_int, results_file, write_json
+from .commands import add_model_arguments, format_table, load_model, model_name, positive_int, results_file, write_json
 from .geneval import TASKS, GenEvalPrompt, evaluate, prompt_set, summarise
+from .shapes_detector import detect_shapes
 
-#: The detector is reliable from this image side up (see ``detect``).
+#: The detector is reliable from this image side up (see ``shapes_detector``).
 MIN_RELIABLE_SIDE = 48
 
 PASS_COLOR, FAIL_COLOR = (40, 170, 70), (220, 40, 40)

@@ -2,8 +2,8 @@
 
 GenEval (Ghosh et al. 2023, https://arxiv.org/abs/2310.11513) asks a text-to-image model for
 compositions, finds the objects in each image with a detector and checks the prompt's
-requirements. Here the objects are the ``shapes`` vocabulary and the detector is
-``detect_shapes``. Six tasks, each a GenEval task with GenEval's rule:
+requirements. Here the objects are the ``shapes`` dataset's vocabulary (``shapes_vocabulary``)
+and the detector is ``detect_shapes``. Six tasks, each a GenEval task with GenEval's rule:
 
 =============  =================================  ===========================================  =======
 task           example prompt                     an image passes when                         prompts
@@ -17,8 +17,8 @@ position       "a red circle above a blue square" a circle above a square is fou
 color_attr     "a red circle and a blue square"   a red circle and a blue square are found     24
 =============  =================================  ===========================================  =======
 
-Every prompt is written as the ``shapes`` captions are, so a model trained on them meets no
-unseen wording. Each prompt holds GenEval-style requirements: ``include`` (at least ``count``
+Every prompt is written as the ``shapes`` captions are (with the vocabulary's ``object_phrase``),
+so a model trained on them meets no unseen wording. Each prompt holds GenEval-style requirements: ``include`` (at least ``count``
 objects of ``shape``, of ``color`` when given, and ``relation`` to the objects matched by an
 earlier requirement) and ``exclude`` (fewer than ``count`` objects of ``shape``). Where GenEval
 takes the detector's most confident boxes, this detector has no confidences, so a requirement
@@ -34,8 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .prompts import article
-from .shapes_vocab import COLORS, NUMBER_WORDS, RELATIONS, SHAPES, plural, spatial_relations
+from .datasets import shapes_vocabulary
 
 TASKS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
@@ -79,8 +78,8 @@ class Judgement:
 
 
 def _noun(color: str | None, shape: str) -> str:
-    words = f"{color} {shape}" if color else shape
-    return f"{article(words)} {words}"
+    """``"a red circle"`` (``"a circle"`` without a colour), as the captions say it."""
+    return shapes_vocabulary().object_phrase(shape, color)
 
 
 def single_object_prompt(shape: str) -> GenEvalPrompt:
@@ -94,7 +93,7 @@ def two_object_prompt(shape_a: str, shape_b: str) -> GenEvalPrompt:
 
 def counting_prompt(shape: str, count: int) -> GenEvalPrompt:
     """Exactly ``count``: at least ``count`` and fewer than ``count + 1`` (GenEval's exclude)."""
-    return GenEvalPrompt("counting", f"{NUMBER_WORDS[count]} {plural(shape)}",
+    return GenEvalPrompt("counting", shapes_vocabulary().object_phrase(shape, count=count),
                          (Requirement(shape, count),), (Requirement(shape, count + 1),))
 
 
@@ -106,7 +105,7 @@ def position_prompt(a: tuple[str, str], relation: str, b: tuple[str, str]) -> Ge
     """``a`` and ``b`` are ``(color, shape)``: "a red circle above a blue square" requires a
     square, and a circle ``above`` it; the colours are words of the prompt only."""
     (color_a, shape_a), (color_b, shape_b) = a, b
-    text = f"{_noun(color_a, shape_a)} {RELATIONS[relation]} {_noun(color_b, shape_b)}"
+    text = f"{_noun(color_a, shape_a)} {shapes_vocabulary().RELATIONS[relation]} {_noun(color_b, shape_b)}"
     return GenEvalPrompt("position", text, (Requirement(shape_b), Requirement(shape_a, relation=(relation, 0))))
 
 
@@ -120,20 +119,22 @@ def color_attr_prompt(a: tuple[str, str], b: tuple[str, str]) -> GenEvalPrompt:
 def prompt_set(seed: int = 0) -> list[GenEvalPrompt]:
     """The benchmark's 90 prompts, in task order. Colours of the position and color_attr prompts
     are drawn from ``seed`` (four distinct colour pairs per ordered shape pair); the rest is fixed."""
+    vocabulary = shapes_vocabulary()
     rng = np.random.default_rng(seed)
-    colors = list(COLORS)
-    shape_pairs = list(itertools.permutations(SHAPES, 2))  # 6 ordered pairs of different shapes
+    colors = list(vocabulary.COLORS)
+    shapes = vocabulary.SHAPES
+    shape_pairs = list(itertools.permutations(shapes, 2))  # 6 ordered pairs of different shapes
 
     def colour_pairs() -> list[tuple[str, str]]:
         pairs = list(itertools.permutations(colors, 2))
         return [pairs[i] for i in rng.choice(len(pairs), PAIRS_PER_SHAPES, replace=False)]
 
-    prompts = [single_object_prompt(shape) for shape in SHAPES]
+    prompts = [single_object_prompt(shape) for shape in shapes]
     prompts += [two_object_prompt(a, b) for a, b in shape_pairs]
-    prompts += [counting_prompt(shape, n) for shape in SHAPES for n in COUNTS]
-    prompts += [colors_prompt(color, shape) for shape in SHAPES for color in colors]
+    prompts += [counting_prompt(shape, n) for shape in shapes for n in COUNTS]
+    prompts += [colors_prompt(color, shape) for shape in shapes for color in colors]
     for a, b in shape_pairs:
-        for relation, (color_a, color_b) in zip(RELATIONS, colour_pairs()):
+        for relation, (color_a, color_b) in zip(vocabulary.RELATIONS, colour_pairs()):
             prompts.append(position_prompt((color_a, a), relation, (color_b, b)))
     for a, b in shape_pairs:
         prompts += [color_attr_prompt((ca, a), (cb, b)) for ca, cb in colour_pairs()]
@@ -142,6 +143,7 @@ def prompt_set(seed: int = 0) -> list[GenEvalPrompt]:
 
 def evaluate(prompt: GenEvalPrompt, objects: list[dict[str, Any]]) -> Judgement:
     """Score one image's detected ``objects`` (``detect_shapes`` output) against ``prompt``."""
+    spatial_relations = shapes_vocabulary().spatial_relations
     reasons: list[str] = []
     matched: list[list[dict[str, Any]] | None] = []
     for req in prompt.include:

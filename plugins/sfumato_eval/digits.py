@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .digits import CAPTION_TEMPLATE, DigitsDataset
+from .commands import add_model_arguments, format_table, load_model, model_name, positive_int, write_json
+from .datasets import dataset_class, digits_caption_template, labelled_images
 from .digits_classifier import DigitsClassifier, load_digits_classifier
-from .eval_cli import add_model_arguments, format_table, load_model, model_name, positive_int, write_json
 from .frechet import feature_frechet_distance
 
 
@@ -40,7 +40,7 @@ def check_template(template: str) -> str:
     rest = template.replace("{}", "", 1)
     if "{" in rest or "}" in rest or rest == template:
         raise sfumato.SpecError(f"the prompt template must contain '{{}}' exactly once (where the digit goes) and "
-                                f"no other braces, e.g. {CAPTION_TEMPLATE!r}; got {template!r}")
+                                f"no other braces, e.g. {digits_caption_template()!r}; got {template!r}")
     return template
 
 
@@ -50,7 +50,7 @@ def prompt_template(pipe: sfumato.Pipeline, template: str | None) -> str | None:
     if template is not None:
         return check_template(template)
     needs = getattr(pipe.component("task"), "needs", ())
-    return CAPTION_TEMPLATE if "prompt" in needs else None
+    return digits_caption_template() if "prompt" in needs else None
 
 
 def generate_digits(pipe: sfumato.Pipeline, per_class: int, seed: int = 0, progress: bool = True,
@@ -74,8 +74,8 @@ def evaluate_digits(images: Tensor, labels: Tensor, classifier: DigitsClassifier
     real test digits (plus the train-vs-test distance of real digits, for scale)."""
     classifier = classifier or load_digits_classifier()
     features, predicted = classifier_features(classifier, images)
-    real_test = DigitsDataset.from_spec({"split": "test"}).images
-    real_train = DigitsDataset.from_spec({"split": "train"}).images
+    real_test, _ = labelled_images({"type": "digits", "split": "test"})
+    real_train, _ = labelled_images({"type": "digits", "split": "train"})
     test_features, _ = classifier_features(classifier, real_test)
     train_features, _ = classifier_features(classifier, real_train)
     hits = predicted == labels
@@ -91,6 +91,7 @@ def evaluate_digits(images: Tensor, labels: Tensor, classifier: DigitsClassifier
 
 
 def run(args: argparse.Namespace) -> int:
+    dataset_class("digits", "the real digits the generated ones are compared with")  # before any generation
     pipe = load_model(args)
     template = prompt_template(pipe, args.prompt)
     images, labels = generate_digits(pipe, args.per_class, args.seed, progress=not args.no_progress,
@@ -118,5 +119,5 @@ def add_digits_command(cli: Any) -> None:
                         help="images per class (default 100)")
     parser.add_argument("--prompt", metavar="TEMPLATE",
                         help="ask for digit N with this prompt, '{}' standing for N (default: by label; for "
-                        f"text-to-image models {CAPTION_TEMPLATE!r}, the digits dataset's caption)")
+                        "text-to-image models the digits dataset's caption template)")
     parser.set_defaults(handler=run)

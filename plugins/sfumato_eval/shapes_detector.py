@@ -1,5 +1,6 @@
 """A rule-based detector for clean ``shapes`` images: the objects, their colours, shapes, sizes
-and boxes, recovered without a learned model. It is the detector of the GenEval-style score.
+and boxes, recovered without a learned model. It is the judge of the GenEval-style score; the
+palette, fill ratios, sizes and regions are the ``shapes`` dataset's own (``shapes_vocabulary``).
 
 How it works, per image:
 
@@ -26,17 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .shapes_vocab import COLORS, FILL_RATIOS, region_of, size_name
+from .datasets import shapes_vocabulary
 
 #: Distance (0..255 RGB units) from the background above which a pixel is foreground.
 FOREGROUND_DISTANCE = 40.0
 
 #: Vertical skewness below which an object is a triangle (halfway between -0.57 and 0).
 TRIANGLE_SKEW = -0.28
-
-_PALETTE_NAMES = list(COLORS)
-_PALETTE = np.array([COLORS[name] for name in _PALETTE_NAMES], dtype=np.float64)  # (K, 3)
-
 
 def _as_rgb(image: torch.Tensor | Image.Image | np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` float64 in 0..255 from a ``[3, H, W]`` tensor in [-1, 1], a PIL image or a
@@ -61,12 +58,12 @@ def _vertical_skew(rows: np.ndarray) -> float:
     return float((weights * (y - mean) ** 3).sum() / var**1.5) if var > 0 else 0.0
 
 
-def _shape_from_fill(fill: float, skew: float) -> str:
+def _shape_from_fill(fill: float, skew: float, fill_ratios: dict[str, float]) -> str:
     """Triangle when the mass is skewed towards the base; else the shape whose fill ratio is
     nearest to ``fill`` (square 1.0, circle pi/4)."""
     if skew < TRIANGLE_SKEW:
         return "triangle"
-    return min(("circle", "square"), key=lambda shape: abs(FILL_RATIOS[shape] - fill))
+    return min(("circle", "square"), key=lambda shape: abs(fill_ratios[shape] - fill))
 
 
 def detect_shapes(
@@ -82,6 +79,9 @@ def detect_shapes(
     """
     from scipy import ndimage  # scipy comes with scikit-learn
 
+    vocabulary = shapes_vocabulary()
+    palette_names = list(vocabulary.COLORS)
+    palette = np.array([vocabulary.COLORS[name] for name in palette_names], dtype=np.float64)  # (K, 3)
     rgb = _as_rgb(image)
     height, width = rgb.shape[:2]
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
@@ -96,8 +96,8 @@ def detect_shapes(
             continue
         near = distance[member]
         interior = rgb[member][near >= 0.9 * near.max()].mean(axis=0)
-        color_index = int(np.argmin(np.linalg.norm(_PALETTE - interior, axis=1)))
-        direction = _PALETTE[color_index] - background
+        color_index = int(np.argmin(np.linalg.norm(palette - interior, axis=1)))
+        direction = palette[color_index] - background
         # Coverage of each pixel of the object and the ring around it (the faint edge pixels).
         ring = ndimage.binary_dilation(member, structure=np.ones((3, 3))) & ~(labels > 0) | member
         alpha = np.clip(offset @ direction / (direction @ direction), 0.0, 1.0) * ring
@@ -109,12 +109,12 @@ def detect_shapes(
         bbox = (cols.start / width, rows.start / height, cols.stop / width, rows.stop / height)
         center = ((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
         objects.append({
-            "shape": _shape_from_fill(fill, skew),
-            "color": _PALETTE_NAMES[color_index],
-            "size": size_name(max(object_width / width, object_height / height)),
+            "shape": _shape_from_fill(fill, skew, vocabulary.FILL_RATIOS),
+            "color": palette_names[color_index],
+            "size": vocabulary.size_name(max(object_width / width, object_height / height)),
             "center": [round(c, 4) for c in center],
             "bbox": [round(c, 4) for c in bbox],
-            "region": region_of(center),
+            "region": vocabulary.region_of(center),
             "fill": round(fill, 3),
             "skew": round(skew, 3),
             "pixels": float(area),

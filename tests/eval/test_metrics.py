@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sfumato_clip import retrieval_recall, topk_accuracy
+from sfumato_eval import retrieval_recall, topk_accuracy
 
 
 def test_topk_accuracy():
