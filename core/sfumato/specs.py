@@ -136,7 +136,7 @@ def parse_spec_file(path: Path, extended_by: Path | None = None) -> dict[str, An
     if not isinstance(data, dict):
         raise SpecError(f"the top level of a JSON spec must be an object of tables ({{\"task\": ..., "
                         f"\"denoiser\": {{...}}}}), got {_json_kind(data)}", source=str(path))
-    expand_shorthands(data)
+    expand_shorthands(data, default_types=False)  # after merging: a base's type carries over
     return data
 
 
@@ -151,13 +151,15 @@ def _json_kind(value: Any) -> str:
     return "a number"
 
 
-def expand_shorthands(data: dict[str, Any]) -> None:
+def expand_shorthands(data: dict[str, Any], default_types: bool = True) -> None:
     """Spell out the shorthands of a spec (in place): ``task = "name"`` is short for
-    ``[task] type = "name"``, and a table of ``DEFAULT_TYPES`` without a ``type`` has its default
-    (``[diffusion]`` is the variance-preserving formulation unless it says otherwise)."""
+    ``[task] type = "name"``, and (``default_types``) a table of ``DEFAULT_TYPES`` without a
+    ``type`` has its default (``[diffusion]`` is the variance-preserving formulation unless it says
+    otherwise). One file of an ``extends`` chain gets no default types: a ``[diffusion]`` table
+    that states none takes its base's."""
     if isinstance(data.get("task"), str):
         data["task"] = {"type": data["task"]}
-    for table, default in DEFAULT_TYPES.items():
+    for table, default in DEFAULT_TYPES.items() if default_types else ():
         if isinstance(data.get(table), dict) and "type" not in data[table]:
             data[table] = {"type": default, **data[table]}
 
@@ -207,7 +209,8 @@ def merge(
     for key, value in override.items():
         old = out.get(key)
         if isinstance(old, dict) and isinstance(value, dict):
-            if "type" in old and "type" in value and old["type"] != value["type"]:
+            old_type = old.get("type", DEFAULT_TYPES.get(key) if kinds is COMPONENT_TABLES else None)
+            if old_type is not None and "type" in value and old_type != value["type"]:
                 old = retype(old, value["type"], kinds.get(key), registry)
             out[key] = merge(old, value, registry, kinds={})
         else:

@@ -112,3 +112,19 @@ def test_flow_dynamic_shift_follows_the_number_of_image_tokens():
     assert float(large.default_sigmas(4)[1]) > float(small.default_sigmas(4)[1])  # more steps at high noise
     static = build("flow")
     assert static.for_sample((1, 4, 8, 8)) is static  # a static shift does not depend on the resolution
+
+
+def test_extends_keeps_a_base_formulation_and_a_type_change_drops_the_old_fields(tmp_path):
+    from sfumato.specs import load_spec
+
+    registry = sfumato.get_registry()
+    (tmp_path / "flow.toml").write_text("[diffusion]\ntype = \"flow\"\nshift = 3.0\n")
+    (tmp_path / "child.toml").write_text("extends = \"flow.toml\"\n[diffusion]\ntimesteps = 500\n")
+    child = load_spec(tmp_path / "child.toml", registry).diffusion
+    assert (child.type, child.shift, child.timesteps) == ("flow", 3.0, 500)  # not switched back to vp
+    (tmp_path / "vp.toml").write_text("[diffusion]\nbetas = \"linear\"\ntimesteps = 800\n")
+    (tmp_path / "to-flow.toml").write_text("extends = \"vp.toml\"\n[diffusion]\ntype = \"flow\"\n")
+    switched = load_spec(tmp_path / "to-flow.toml", registry).diffusion
+    assert (switched.type, switched.timesteps) == ("flow", 800)  # betas dropped, timesteps shared
+    over = load_spec(tmp_path / "vp.toml", registry, ["diffusion.type=edm"]).diffusion
+    assert over.type == "edm" and over.timesteps == 800
