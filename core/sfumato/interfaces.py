@@ -197,6 +197,9 @@ class Scheduler(Component, ABC):
     stochastic: ClassVar[bool] = False
     #: How many times ``step`` calls the model (Heun: 2).
     model_calls_per_step: ClassVar[int] = 1
+    #: Independent standard-normal draws ``step`` takes per step when ``stochastic``: 1 gives
+    #: ``noise`` shaped like ``x``; k > 1 gives ``[k, *x.shape]`` (an SDE solver's two stages).
+    noise_draws: ClassVar[int] = 1
     #: Convergence order of the deterministic solver (Euler, DDIM: 1; Heun, DPM-Solver++(2M): 2): as
     #: the steps double, its error to the exact probability-flow solution shrinks ~2^order times.
     #: The conformance kit measures it on Gaussian data, where the exact solution is known.
@@ -209,6 +212,13 @@ class Scheduler(Component, ABC):
     def plan(self, schedule: Formulation, steps: int | None = None, strength: float = 1.0) -> SamplingPlan:
         """Choose the timesteps for ``steps`` steps (default: the spec's). ``strength < 1`` keeps
         only the last ``strength`` fraction of the trajectory (image-to-image)."""
+
+    def noise_levels(self, plan: SamplingPlan) -> Tensor | None:
+        """Brownian noise: ``[N, noise_draws + 1]`` the noise levels that step ``i``'s draws span
+        (draw ``j`` is the unit-variance increment of one Brownian path from level ``j`` to
+        ``j + 1``: ``sfumato.brownian``), so that runs with any number of steps see the same path,
+        as k-diffusion's ``BrownianTreeNoiseSampler``. None (the default): independent draws."""
+        return None
 
     @abstractmethod
     def step(

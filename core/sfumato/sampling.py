@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .brownian import brownian_increments
 from .errors import Interrupted, SamplingError
 from .interfaces import Model, SamplingPlan, Scheduler
 
@@ -61,6 +62,29 @@ def step_noise(steps: int, shape: tuple[int, ...], generator: torch.Generator | 
     return noise.to(device=device, dtype=dtype)
 
 
+def sampler_noise(scheduler: Scheduler, plan: SamplingPlan, shape: tuple[int, ...], generator: torch.Generator | None,
+                  device: torch.device | str, dtype: torch.dtype = torch.float32) -> Tensor | None:
+    """The noise of every step of ``plan`` for ``scheduler``, before the first step: None for a
+    deterministic sampler; ``[steps, *shape]``, or ``[steps, k, *shape]`` for ``noise_draws = k > 1``;
+    independent draws, or the increments of one Brownian path where the sampler gives
+    ``noise_levels``."""
+    if not scheduler.stochastic:
+        return None
+    draws = scheduler.noise_draws
+    levels = scheduler.noise_levels(plan)
+    if levels is None:
+        return step_noise(len(plan), shape if draws == 1 else (draws, *shape), generator, device, dtype)
+    if tuple(levels.shape) != (len(plan), draws + 1):
+        raise SamplingError(f"scheduler {scheduler.type_name()!r}: noise_levels has shape {tuple(levels.shape)}, "
+                            f"expected ({len(plan)}, {draws + 1}) (steps, noise_draws + 1)")
+    increments = brownian_increments(levels.cpu(), shape, generator)  # (steps, k, *shape)
+    if draws == 1:
+        increments = increments[:, 0]
+    if torch.device(device).type == "cuda":
+        return increments.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
+    return increments.to(device=device, dtype=dtype)
+
+
 def run_sampler(
     model: Model,
     scheduler: Scheduler,
@@ -89,7 +113,7 @@ def run_sampler(
     carry: dict[str, Tensor] = {}
     denoised = x
     steps = range(len(plan))
-    noise = step_noise(len(plan), tuple(x.shape), generator, x.device, x.dtype) if scheduler.stochastic else None
+    noise = sampler_noise(scheduler, plan, tuple(x.shape), generator, x.device, x.dtype)
     for i in tqdm(steps, desc=f"sampling ({scheduler.type_name()})", disable=not progress, leave=False):
         x, denoised, carry = scheduler.step(model, x, plan, i, carry, noise[i] if noise is not None else None)
         if known is not None:

@@ -118,8 +118,11 @@ class SchedulerConformance(ComponentConformance):
         generator = torch.Generator().manual_seed(1)
         return run_sampler(self.model(schedule), scheduler, plan, self.start(plan), generator=generator, progress=False)
 
-    def noise(self, seed: int) -> Tensor:
-        return torch.randn(self.sample_shape, generator=torch.Generator().manual_seed(seed))
+    def noise(self, seed: int, scheduler: Scheduler) -> Tensor:
+        """One step's noise for ``scheduler``: shaped like x, or ``[noise_draws, *x.shape]``."""
+        draws = scheduler.noise_draws
+        shape = self.sample_shape if draws == 1 else (draws, *self.sample_shape)
+        return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
     def formulation(self, table: dict[str, Any]) -> Formulation:
         """The formulation of a ``[diffusion]`` table from the process-wide registry (the default
@@ -207,7 +210,7 @@ class SchedulerConformance(ComponentConformance):
         compiled = torch.compile(scheduler.step, fullgraph=True, backend=self.compile_backend)
         x, carry = self.start(plan), {}
         for i in range(len(plan)):
-            noise = self.noise(10 + i) if scheduler.stochastic else None
+            noise = self.noise(10 + i, scheduler) if scheduler.stochastic else None
             eager = scheduler.step(model, x, plan, i, carry, noise)
             graph = compiled(model, x, plan, i, carry, noise)
             torch.testing.assert_close(graph.x, eager.x, rtol=1e-5, atol=1e-5)
@@ -218,9 +221,9 @@ class SchedulerConformance(ComponentConformance):
         scheduler, schedule = self.build(), self.schedule()
         plan, model = scheduler.plan(schedule, self.steps), self.model(schedule)
         x = self.start(plan)
-        first = scheduler.step(model, x, plan, 0, {}, self.noise(1)).x
-        assert torch.equal(first, scheduler.step(model, x, plan, 0, {}, self.noise(1)).x)
-        other = scheduler.step(model, x, plan, 0, {}, self.noise(2)).x
+        first = scheduler.step(model, x, plan, 0, {}, self.noise(1, scheduler)).x
+        assert torch.equal(first, scheduler.step(model, x, plan, 0, {}, self.noise(1, scheduler)).x)
+        other = scheduler.step(model, x, plan, 0, {}, self.noise(2, scheduler)).x
         if scheduler.stochastic:
             assert not torch.equal(first, other), "a stochastic scheduler must use the noise it is given"
         else:
@@ -269,7 +272,7 @@ class SchedulerConformance(ComponentConformance):
         x, carry, counts = self.start(plan), {}, []
         for i in range(len(plan)):
             calls: list[int] = []
-            noise = self.noise(i) if scheduler.stochastic else None
+            noise = self.noise(i, scheduler) if scheduler.stochastic else None
             x, _, carry = scheduler.step(self.model(schedule, calls), x, plan, i, carry, noise)
             counts.append(len(calls))
         assert max(counts) == scheduler.model_calls_per_step, f"model calls per step: {counts}"
