@@ -304,6 +304,9 @@ class Dataset(Component, torch.utils.data.Dataset, ABC):
 
     kind: ClassVar[str] = "dataset"
 
+    def __init__(self, spec: Any):
+        self.spec = spec
+
     @abstractmethod
     def __len__(self) -> int: ...
 

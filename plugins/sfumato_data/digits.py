@@ -57,7 +57,7 @@ class DigitsDataset(sfumato.Dataset):
         interpolation: Literal["bilinear", "bicubic"] = Field("bicubic", description="Upscaling filter.")
 
     def __init__(self, spec: Spec):
-        self.spec = spec
+        super().__init__(spec)
         images, labels = _load_digits()
         indices = list(range(len(labels)))
         if spec.split != "all":

@@ -70,9 +70,6 @@ class ShapesDataset(sfumato.Dataset):
                 )
             return self
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def __len__(self) -> int:
         return self.spec.length
 

@@ -42,9 +42,6 @@ class TrainClassifier(sfumato.TrainingTask):
             None, ge=1, description="Train on timesteps below this only (None: every timestep of [diffusion])."
         )
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def recipe(self, setup: sfumato.TrainSetup) -> ClassifierRecipe:
         classifier = setup.build("classifier")
         autoencoder = setup.build("autoencoder", required=False)

@@ -53,8 +53,5 @@ class TrainVAE(sfumato.TrainingTask):
         reconstruction: Literal["l1", "l2"] = Field("l1", description="Reconstruction error: mean absolute or squared.")
         kl_weight: float = Field(1e-6, ge=0, description="Weight of the KL term, as in LDM (1e-6 for SD's VAE).")
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
-
     def recipe(self, setup: sfumato.TrainSetup) -> VAERecipe:
         return VAERecipe(self.spec, setup.build("autoencoder"))

@@ -45,7 +45,7 @@ class DDIM(sfumato.Scheduler):
         timesteps = spaced_timesteps(schedule.num_timesteps, steps, self.spec.spacing, self.spec.steps_offset).round()
         previous = timesteps - schedule.num_timesteps // steps
         final = 1.0 if self.spec.set_alpha_to_one else float(schedule.alphas_cumprod[0])
-        plan = variance_preserving_plan(schedule, timesteps, previous, final, 1.0)
+        plan = variance_preserving_plan(schedule, timesteps, previous, final)
         a_t, a_s = plan.extra["alpha_bar"], plan.extra["alpha_bar_prev"]  # (N,)
         std = self.spec.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
         # Eq. 12's coefficients for every step at once; a step only indexes them.

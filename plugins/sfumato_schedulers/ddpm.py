@@ -44,7 +44,7 @@ class DDPM(sfumato.Scheduler):
             schedule.num_timesteps, steps or self.spec.steps, self.spec.spacing, self.spec.steps_offset
         ).round()
         previous = np.append(timesteps[1:], -1)  # each step lands on the next planned timestep
-        plan = variance_preserving_plan(schedule, timesteps, previous, 1.0, 1.0)
+        plan = variance_preserving_plan(schedule, timesteps, previous, 1.0)
         plan.extra.update(self.step_tables(plan.timesteps, plan.extra["alpha_bar"], plan.extra["alpha_bar_prev"]))
         return keep_strength(plan, strength)
 

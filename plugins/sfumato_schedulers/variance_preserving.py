@@ -11,18 +11,17 @@ import torch
 
 import sfumato
 
-from .spacing import keep_strength
 
 
 def variance_preserving_plan(
-    schedule: sfumato.NoiseSchedule,
+    schedule: sfumato.Formulation,
     timesteps: np.ndarray,
     previous: np.ndarray,
     final_alpha_bar: float,
-    strength: float,
 ) -> sfumato.SamplingPlan:
-    """A plan stepping from each of ``timesteps`` to the matching ``previous`` timestep (integers;
-    a negative one means "clean", where ``alpha_bar`` is ``final_alpha_bar``).
+    """A full-strength plan stepping from each of ``timesteps`` to the matching ``previous``
+    timestep (integers; a negative one means "clean", where ``alpha_bar`` is ``final_alpha_bar``);
+    the caller cuts it with ``keep_strength`` once its own tables are added.
 
     ``extra`` holds ``alpha_bar`` and ``alpha_bar_prev`` ``[N]``; ``sigmas`` ``[N + 1]`` are the
     noise levels of x before the first step and after each step; ``init_noise_sigma`` is 1.
@@ -33,11 +32,10 @@ def variance_preserving_plan(
     alpha_bar = table[t]
     alpha_bar_prev = torch.where(prev >= 0, table[prev.clamp(min=0)], torch.tensor(final_alpha_bar))
     levels = torch.cat([alpha_bar[:1], alpha_bar_prev])  # (N + 1,)
-    plan = sfumato.SamplingPlan(
+    return sfumato.SamplingPlan(
         timesteps=t.to(torch.float32),
         sigmas=((1 - levels) / levels).sqrt(),
         init_noise_sigma=1.0,
         schedule=schedule,
         extra={"alpha_bar": alpha_bar, "alpha_bar_prev": alpha_bar_prev},
     )
-    return keep_strength(plan, strength)

@@ -23,9 +23,6 @@ class GenerationTask(sfumato.Task):
     #: Keyword arguments a call must provide (``prompt`` may also be the first positional).
     needs: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, spec: GenerationSpec):
-        self.spec = spec
-
     def run(self, pipeline: sfumato.Pipeline, prompt: str | list[str] | None = None, **kwargs: Any):
         given = {"prompt": prompt, **kwargs}
         missing = [name for name in self.needs if given.get(name) is None]
