@@ -253,6 +253,26 @@ SCHEDULER_PAIRS = {
     "euler-ancestral": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
     "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "dpm2": ("KDPM2DiscreteScheduler", {}),
+    "dpmpp-3m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 3}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    # diffusers has no RES solver: its multistep solver of the same order
+    "res-multistep": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpm2-ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
+    # diffusers has no 2S ancestral sampler: its deterministic relative
+    "dpmpp-2s-ancestral": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp-sde": ("DPMSolverSDEScheduler", {}),
+    "dpmpp-2m-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "dpmpp-3m-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+    "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),
+    "restart": ("HeunDiscreteScheduler", {}),  # diffusers has no restart sampler: its Heun steps
+    # diffusers has no ER-SDE solver: its multistep SDE solver of the same order
+    "er-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+    "sa-solver": ("SASolverScheduler", {"predictor_order": 3, "corrector_order": 4}),
 }
 
 
@@ -279,7 +299,8 @@ def schedulers(root: Path, size: str, variant: Variant) -> dict[str, Pair]:
 
 def _sfumato_sampling(scheduler, schedule, steps: int, shape) -> Callable[[], Any]:
     plan = scheduler.plan(schedule, steps)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    draws = scheduler.noise_draws  # a step's noise: shaped like x, or [k, *x.shape] for k draws
+    noise = torch.randn(shape if draws == 1 else (draws, *shape), generator=torch.Generator().manual_seed(1))
 
     def model(x, t):
         return schedule.to_prediction(0.5 * x, x, t)

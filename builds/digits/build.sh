@@ -18,5 +18,7 @@ sfumato train "$here/classifier.toml" --no-progress
 # 4. the small CLIP, then 5. the text-conditional U-Net on its text tower (`digits-text`)
 sfumato train "$here/clip.toml" --no-progress
 sfumato train "$here/unet-text.toml" --no-progress
-# 6. float16 weights and the three pipeline specs, into the plugin
+# 6. the class-conditional DiT trained by flow matching (`digits-flow`)
+sfumato train "$here/dit-flow.toml" --no-progress
+# 7. float16 weights and the four pipeline specs, into the plugin
 python -m builds.digits.package

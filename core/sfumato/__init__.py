@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import PLUGIN_API_VERSION, __version__
+from .adapter import Adapter, AdapterSpec, AdapterTarget, foreign_module_names
 from .component import Component, ComponentSpec
+from .combiner import COMBINER, CombineContext, Combiner, CombinerField
 from .conditioning import Conditioning
 from .errors import Interrupted, PluginError, SamplingError, SfumatoError, SpecError, WeightsError
 from .hookspecs import hookimpl
@@ -25,6 +27,7 @@ from .interfaces import (
     GuidanceContext,
     Model,
     Predictor,
+    SamplerStep,
     SamplingPlan,
     Scheduler,
     StepResult,
@@ -34,7 +37,12 @@ from .interfaces import (
 from .formulation import Formulation, TrainingRandom, batch_view
 from .noise_schedule import DiffusionSpec, NoiseSchedule
 from .sigma_schedule import NoiseLevels, SigmaSchedule, SigmaScheduleField, build_sigma_schedule
+from .kind_field import ComponentChoice
 from .spec_paths import ComponentTable, SpecPath
+from .weight_patches import WeightPatch, patch_weight
+from . import branches
+from . import model_patches
+from .model_patches import PatchPoint, PointPatch
 from . import spacing
 from . import nn
 from .generation import ArgumentError, GenerationResult, from_pil, generate, to_pil
@@ -84,7 +92,7 @@ __all__ = [
     "PLUGIN_API_VERSION", "__version__", "Component", "ComponentSpec", "Conditioning",
     "Interrupted", "PluginError", "SamplingError", "SfumatoError", "SpecError", "WeightsError",
     "hookimpl", "KINDS", "Autoencoder", "Classifier", "Dataset", "Denoiser", "Encoder", "EncoderOutput",
-    "Guidance", "GuidanceContext", "Model", "Predictor", "SamplingPlan", "Scheduler", "StepResult",
+    "Guidance", "GuidanceContext", "Model", "Predictor", "SamplerStep", "SamplingPlan", "Scheduler", "StepResult",
     "Task", "bind_predictor", "DiffusionSpec", "NoiseSchedule", "Prediction", "PluginInfo",
     "Registry", "get_registry", "set_registry", "RuntimeSpec", "resolve_device", "atomic_write",
     "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata", "read_component_spec", "save_component",
@@ -95,4 +103,7 @@ __all__ = [
     "NoiseLevels", "SigmaSchedule", "SigmaScheduleField", "build_sigma_schedule", "spacing",
     "ComponentTable", "SpecPath",
     "Formulation", "TrainingRandom", "batch_view",
+    "Adapter", "AdapterSpec", "AdapterTarget", "foreign_module_names", "WeightPatch", "patch_weight",
+    "COMBINER", "CombineContext", "Combiner", "CombinerField", "ComponentChoice", "branches",
+    "model_patches", "PatchPoint", "PointPatch",
 ]

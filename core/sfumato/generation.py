@@ -4,6 +4,11 @@ Every generation task (text-to-image, image-to-image, inpainting, class-conditio
 unconditional) is this one function with different inputs. Its arguments are checked before any
 work, against fixed budgets that do not depend on ``[runtime]`` (``MAX_SIDE``, ``MAX_IMAGES``,
 ``MAX_OUTPUT_PIXELS``); a call within them runs in chunks of at most ``CHUNK_PIXELS``.
+
+A call may give each sample its own seed (``seeds``): every random number a sample uses then
+comes from its own generator, in the order a one-sample call with that seed draws them, so batch
+generation (``sfumato.batch``) and the server batch samples together without changing any
+sample's noise.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from torch import Tensor
 from .conditioning import Conditioning
 from .errors import SamplingError, SpecError
 from .formulation import Formulation
-from .interfaces import GuidanceContext, bind_predictor
+from .interfaces import GuidanceContext, SamplerStep, SamplingPlan, bind_predictor
 from .outputs import make_lock
-from .sampling import StepCallback, randn, run_sampler
+from .sampling import StepCallback, randn, run_sampler, step_noise
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -123,6 +128,38 @@ def check_arguments(
         raise ArgumentError("num_images", f"{samples} images in all is more than {MAX_IMAGES} per call (MAX_IMAGES)")
 
 
+def check_model_arguments(pipe: Pipeline, *, steps: int | None = None, height: int | None = None,
+                          width: int | None = None) -> None:
+    """Check the numbers of a call against the model before any work: ``steps`` at most its
+    training timesteps, ``height`` and ``width`` multiples of its autoencoder's downscale.
+
+    :raises ArgumentError: naming the argument and the values that would be right.
+    """
+    schedule, autoencoder = pipe.schedule, pipe.component("autoencoder")
+    if steps is not None and schedule is not None and steps > schedule.num_timesteps:
+        raise ArgumentError("steps", f"{steps} is out of range: this model allows 1 to {schedule.num_timesteps} "
+                            "(its [diffusion] timesteps)")
+    downscale = autoencoder.downscale if autoencoder is not None else 1
+    for argument, size in (("height", height), ("width", width)):
+        if size is not None and size % downscale:
+            lower = size - size % downscale
+            raise ArgumentError(argument, f"{size} is not a multiple of {downscale}, the model's downscale: use "
+                                + (f"{lower} or {lower + downscale}" if lower else f"{downscale}"))
+
+
+def lock_arguments(*, prompt: str | list[str] | None, negative_prompt: str | list[str] | None,
+                   labels: int | list[int] | None, steps: int | None, seed: int, num_images: int, height: int,
+                   width: int, strength: float = 1.0, latents: bool = False, image: bool = False,
+                   mask: bool = False) -> dict[str, Any]:
+    """The ``arguments`` a call's lock records (and ``sfumato.replay`` accepts back): its keyword
+    arguments, with flags for the inputs a lock does not store (explicit latents, an init image, a mask)."""
+    return {
+        "prompt": prompt, "negative_prompt": negative_prompt, "labels": labels, "steps": steps, "seed": seed,
+        "num_images": num_images, "height": height, "width": width, "strength": strength, "latents": latents,
+        "image": image, "mask": mask,
+    }
+
+
 def encode_prompts(pipe: Pipeline, prompts: list[str], negative: list[str]) -> Conditioning:
     """Text conditioning with its negative counterpart, both from the pipeline's text encoder."""
     encoder = pipe.component("text_encoder")
@@ -195,14 +232,17 @@ def condition(pipe: Pipeline, prompts: list[str], negative_prompt: str | list[st
 
 
 def guided_model(pipe: Pipeline, cond: Conditioning, prompts: list[str] | None, generator: torch.Generator,
-                 schedule: Formulation | None = None):
+                 schedule: Formulation | None = None, plan: SamplingPlan | None = None,
+                 step: SamplerStep | None = None):
     """``model(x_t, t) -> Prediction``: the denoiser under the spec's guidance, in spec order, for
     the samples ``cond`` describes, with ``schedule`` (default: the pipeline's formulation; pass
-    the one ``Formulation.for_sample`` gave for the batch)."""
+    the one ``Formulation.for_sample`` gave for the batch). The guidance is wrapped for one run
+    of ``plan``, whose step it reads from ``step``: pass the same record to ``run_sampler``."""
     schedule = schedule or pipe.schedule
     predictor = bind_predictor(pipe.component("denoiser"), schedule)
     context = GuidanceContext(schedule=schedule, components=dict(pipe.components), prompts=prompts,
-                              labels=cond.labels, generator=generator)
+                              labels=cond.labels, generator=generator, plan=plan,
+                              step=step if step is not None else SamplerStep())
     for guidance in pipe.guidance:
         predictor = guidance.wrap(predictor, context)
 
@@ -222,6 +262,7 @@ def generate(
     labels: int | list[int] | None = None,
     steps: int | None = None,
     seed: int = 0,
+    seeds: list[int] | None = None,
     num_images: int = 1,
     height: int = 64,
     width: int = 64,
@@ -240,6 +281,12 @@ def generate(
         targets of a ``[classifier]`` that steers an unconditional one.
     :param steps: sampling steps, 1 to the model's training timesteps (default: the scheduler's).
     :param seed: 0 to 2**64 - 1; the initial noise of every sample and any step noise come from it.
+    :param seeds: one seed per sample (prompts x ``num_images``) instead of ``seed``: each sample's
+        noise comes from its own generator, as a one-sample call with its seed draws it, so a sample
+        does not depend on the others in the call. Each sample is then that one-sample call, whose
+        lock ``lock_arguments`` gives; the call's own lock flags its noise as explicit latents.
+        Guidance that draws random numbers of its own (CLIP guidance's cutouts) is given the first
+        seed's generator, so its samples do depend on the call's first one.
     :param latents: initial unit-variance noise ``[B, C, h, w]`` (replaces the seeded noise).
     :param image: an init image (image-to-image, inpainting), PIL or ``[B, 3, H, W]`` in [-1, 1].
     :param mask: white (1) where new content is generated, black (0) where ``image`` is kept.
@@ -258,27 +305,26 @@ def generate(
     conditions = max(len(prompts), len(label_list), 1)
     check_arguments(num_images=num_images, height=height, width=width, steps=steps, seed=seed, conditions=conditions)
     batch = conditions * num_images
-    if steps is not None and steps > schedule.num_timesteps:
-        raise ArgumentError("steps", f"{steps} is out of range: this model allows 1 to {schedule.num_timesteps} "
-                            "(its [diffusion] timesteps)")
+    check_model_arguments(pipe, steps=steps, height=height, width=width)
     if not 0.0 < strength <= 1.0:
         raise ArgumentError("strength", f"{strength} is out of range: it must be above 0 and at most 1")
+    if seeds is not None:
+        check_seeds(seeds, batch, latents)
     downscale = autoencoder.downscale if autoencoder is not None else 1
     channels = autoencoder.latent_channels if autoencoder is not None else denoiser.in_channels
-    for argument, size in (("height", height), ("width", width)):
-        if size % downscale:
-            lower = size - size % downscale
-            raise ArgumentError(argument, f"{size} is not a multiple of {downscale}, the model's downscale: use "
-                                + (f"{lower} or {lower + downscale}" if lower else f"{downscale}"))
     device, dtype = pipe.device, pipe.dtype
-    generator = torch.Generator("cpu").manual_seed(seed)
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds] if seeds is not None else None
+    generator = torch.Generator("cpu").manual_seed(seed if seeds is None else seeds[0])
     cond = condition(pipe, prompts, negative_prompt, label_list, num_images).to(device, dtype)
     sample_prompts = [p for p in prompts for _ in range(num_images)]
     shape = (batch, channels, height // downscale, width // downscale)
 
     schedule = schedule.for_sample(shape)  # a resolution-dependent formulation (flow's dynamic shift) settles here
     plan = scheduler.plan(schedule, steps, strength).to(device)
-    noise = randn(shape, generator, device, dtype) if latents is None else latents.to(device, dtype)
+    if generators is not None:
+        noise = torch.cat([randn((1, *shape[1:]), g, device, dtype) for g in generators])
+    else:
+        noise = randn(shape, generator, device, dtype) if latents is None else latents.to(device, dtype)
     if tuple(noise.shape) != shape:
         raise SpecError(f"latents have shape {tuple(noise.shape)}, expected {shape}")
     pixels = known_mask = None
@@ -293,11 +339,11 @@ def generate(
                 raise SpecError(f"mask is {tuple(m.shape[-2:])} (h, w) but the image is {(height, width)}")
             known_mask = torch.nn.functional.interpolate(m.float(), size=shape[-2:], mode="nearest").to(device, dtype)
 
-    lock = make_lock(pipe, {  # before sampling: it hashes the weights, which may fail
-        "prompt": prompt, "negative_prompt": negative_prompt, "labels": labels, "steps": steps,
-        "seed": seed, "num_images": num_images, "height": height, "width": width, "strength": strength,
-        "latents": latents is not None, "image": image is not None, "mask": mask is not None,
-    })
+    lock = make_lock(pipe, lock_arguments(  # before sampling: it hashes the weights, which may fail
+        prompt=prompt, negative_prompt=negative_prompt, labels=labels, steps=steps, seed=seed, num_images=num_images,
+        height=height, width=width, strength=strength, latents=latents is not None or seeds is not None,
+        image=image is not None, mask=mask is not None,
+    ))
     finals, decoded_parts = [], []
     per_chunk = max(1, CHUNK_PIXELS // (height * width))
     for start in range(0, batch, per_chunk):
@@ -310,9 +356,13 @@ def generate(
             if known_mask is not None:
                 known, part_mask = init, known_mask if known_mask.shape[0] == 1 else known_mask[part]
         part_cond = cond.select(part)
-        model = guided_model(pipe, part_cond, sample_prompts[part] or None, generator, schedule)
-        final = run_sampler(model, scheduler, plan, x, generator=generator, known=known, mask=part_mask,
-                            callback=callback, progress=progress)
+        step = SamplerStep.for_plan(plan)
+        model = guided_model(pipe, part_cond, sample_prompts[part] or None, generator, schedule, plan, step)
+        sampler, known_noise = scheduler, None
+        if generators is not None:
+            sampler, known_noise = sample_noise(scheduler, plan, generators[part], x, known)
+        final = run_sampler(model, sampler, plan, x, generator=generator, known=known, known_noise=known_noise,
+                            mask=part_mask, callback=callback, progress=progress, step=step)
         decoded = autoencoder.decode(final) if autoencoder is not None else final
         if not bool(torch.isfinite(decoded).all()):
             raise SamplingError("decoding produced non-finite values (check the autoencoder weights and dtype)")
@@ -320,3 +370,50 @@ def generate(
         decoded_parts.append(decoded)
     final, decoded = torch.cat(finals), torch.cat(decoded_parts)
     return GenerationResult(images=to_pil(decoded), latents=final, seed=seed, lock=lock, decoded=decoded)
+
+
+# -- per-sample seeds -------------------------------------------------------------------------
+
+
+def check_seeds(seeds: list[int], samples: int, latents: Tensor | None) -> None:
+    """``seeds``: one per sample, each a valid seed, and not together with explicit latents."""
+    if latents is not None:
+        raise ArgumentError("seeds", "give seeds or latents, not both")
+    if len(seeds) != samples:
+        raise ArgumentError("seeds", f"{len(seeds)} seeds for {samples} samples (prompts x num_images)")
+    for value in seeds:
+        try:
+            check_arguments(seed=value)
+        except ArgumentError as exc:
+            raise ArgumentError("seeds", exc.problem) from None
+
+
+def sample_noise(scheduler: Any, plan: Any, generators: list[torch.Generator], x: Tensor,
+                 known: Tensor | None) -> tuple[Any, Tensor | None]:
+    """``(scheduler, known_noise)`` for samples that each draw from their own generator, in the
+    order ``run_sampler`` draws from a one-sample call's generator: the inpainting noise of the
+    known region, then every step's noise. A stochastic scheduler comes back wrapped with its step
+    noise preset (``PresetStepNoise``); ``known_noise`` is None without a known region."""
+    one = (1, *x.shape[1:])
+    known_noise = torch.cat([randn(one, g, x.device, x.dtype) for g in generators]) if known is not None else None
+    if not scheduler.stochastic:
+        return scheduler, known_noise
+    noise = torch.cat([step_noise(len(plan), one, g, x.device, x.dtype) for g in generators], dim=1)  # (steps, B, ...)
+    return PresetStepNoise(scheduler, noise), known_noise
+
+
+class PresetStepNoise:
+    """A stochastic scheduler whose step noise ``[steps, B, ...]`` was drawn in advance, one
+    sample's rows from its own generator. ``run_sampler`` sees a deterministic scheduler and
+    passes no noise; every other attribute is the wrapped scheduler's."""
+
+    stochastic = False
+
+    def __init__(self, scheduler: Any, noise: Tensor):
+        self.scheduler, self.noise = scheduler, noise
+
+    def step(self, model: Any, x: Tensor, plan: Any, i: int, carry: Any = None, noise: Tensor | None = None):
+        return self.scheduler.step(model, x, plan, i, carry, self.noise[i])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scheduler, name)

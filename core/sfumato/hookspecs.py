@@ -55,6 +55,27 @@ def register_models(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec
+def register_sampler_aliases(register: Callable[[str, dict[str, Any]], None]) -> None:
+    """Register the names users know samplers and sigma schedules by in other tools (ComfyUI's
+    ``sampler_name`` and ``scheduler``, the AUTOMATIC1111 WebUI's "DPM++ 2M Karras", ...), so that
+    ``Registry.resolve_sampler(name)`` (``sfumato generate --sampler NAME``) accepts them.
+
+    Call ``register(name, table)`` once per name, ``table`` being the part of a ``[scheduler]``
+    table the name stands for:
+
+    - a sampler's name maps to a table with a ``type`` and any other fields the name implies:
+      ``register("Euler a", {"type": "euler-ancestral"})``,
+      ``register("uni_pc_bh2", {"type": "unipc", "variant": "bh2"})``;
+    - a sigma schedule's name maps to ``{"sigmas": ...}`` only: ``register("Karras", {"sigmas":
+      "karras"})``; it may follow a sampler's name ("DPM++ 2M Karras", "dpmpp_2m karras").
+
+    Names match case-insensitively, runs of spaces counting as one. Registered scheduler types
+    and sigma schedule names resolve without an alias and are never shadowed by one. Two plugins
+    giving one name different tables is an error naming both; a malformed table fails the plugin.
+    """
+
+
 @hookspec(firstresult=True)
 def spec_from_checkpoint(path: Path) -> dict[str, Any] | None:
     """Describe a foreign checkpoint as a sfumato spec, so ``load_pipeline(path)`` can load it.

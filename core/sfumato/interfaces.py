@@ -11,10 +11,14 @@ guidance       wraps a predictor into a guided predictor
 classifier     noise-aware classifier ``(x_t, t) -> logits`` for classifier guidance
 dataset        yields training examples (image, caption and/or label)
 task           a named job over a pipeline's components (text-to-image, classify, ...)
+adapter        ``[[adapters]]``: LoRA / textual inversion applied to built components
 formulation    ``[diffusion]``: how the network's input, output and time relate to sigma (``vp``,
                ``flow``, ``edm``); see ``sfumato.formulation``
 sigmas         ``sigmas(formulation, steps) -> [steps]`` decreasing noise levels; selected by a
                scheduler's ``sigmas`` field (``sfumato.sigma_schedule``)
+combiner       ``combine(cond, uncond, scale, context) -> Prediction``: classifier-free guidance's
+               combination (CFG, APG, CFG-Zero*, ...); selected by a guidance's ``combiner``
+               field (``sfumato.combiner``)
 =============  =========================================================================
 
 Weighted components (encoders, denoisers, autoencoders) are ``torch.nn.Module`` subclasses.
@@ -23,15 +27,19 @@ Weighted components (encoders, denoisers, autoencoders) are ``torch.nn.Module`` 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, NamedTuple
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .adapter import Adapter
+from .combiner import Combiner
 from .component import Component
 from .conditioning import Conditioning
 from .formulation import Formulation
+from .model_patches import PointPatch, patched, perturbation_points
 from .prediction import Prediction
 from .sigma_schedule import SigmaSchedule
 
@@ -104,6 +112,18 @@ class Denoiser(Component, nn.Module, ABC):
     def forward(self, x: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:
         """:param x: ``[B, C, H, W]`` noisy sample. :param t: ``[B]`` timesteps.
         :returns: ``[B, C, H, W]`` raw prediction."""
+
+    def perturbation_points(self) -> dict[str, str]:
+        """The named points where a model patch may change a forward (``sfumato.model_patches``):
+        module name -> kind (``self-attention``, ``cross-attention``, ``block``). A denoiser
+        advertises a point by building it from a module that inherits ``PatchPoint``; guidance
+        (PAG, SEG, skip-layer) and speed plugins (step caches, token merging) select them by name."""
+        return perturbation_points(self)
+
+    def patched(self, patches: Mapping[str, Sequence[PointPatch]]) -> AbstractContextManager[None]:
+        """A ``with`` block in which the forwards run ``patches`` (point name -> ``PointPatch``es,
+        each on its batch rows) at those points (``sfumato.model_patches.patched``)."""
+        return patched(self, patches)
 
 
 def bind_predictor(denoiser: Callable[..., Tensor], schedule: Formulation) -> Predictor:
@@ -247,16 +267,68 @@ class Scheduler(Component, ABC):
 # -- guidance -------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class SamplerStep:
+    """Where the sampler is: the step it is taking, of how many. One record per run, shared by
+    the run's guidance (``GuidanceContext.step``) and updated in place by ``run_sampler`` before
+    each scheduler step, so a guidance method reads the current step at call time.
+
+    Every model call a step makes sees that step's ``index``: Heun's second call (the corrector,
+    at the trial point on boundary ``i + 1``, with ``t = plan.timesteps[i + 1]``) still sees
+    ``index = i``, and so do DPM-2's and the SDE solvers' intermediate calls; a guidance method
+    that needs the call's own noise level reads its ``t``. Image-to-image runs count the steps of
+    their (shortened) plan.
+
+    Compilation: ``index`` is a Python int, right for decisions that change the work (skip a
+    forward pass); a ``torch.compile``-d guided predictor that reads it guards on it and
+    recompiles as it changes (per value, then wherever a decision on it flips). ``index_tensor``
+    holds the same value as a 0-d int64 tensor on the plan's device, filled in place, so
+    arithmetic on it (``plan.sigmas[index_tensor]``, ``torch.where(index_tensor < k, ...)``)
+    compiles once for the whole run and never synchronises with the host.
+
+    :param index: the step being taken, 0 to ``count - 1`` (0 outside a run).
+    :param count: the steps of the run's plan (0 when no run has started: a predictor called
+        outside ``run_sampler``).
+    :param index_tensor: ``index`` as a 0-d int64 tensor.
+    """
+
+    index: int = 0
+    count: int = 0
+    index_tensor: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def for_plan(cls, plan: SamplingPlan) -> SamplerStep:
+        """The record of a run of ``plan``, before its first step (its tensor on the plan's device)."""
+        return cls(0, len(plan), torch.zeros((), dtype=torch.long, device=plan.timesteps.device))
+
+    def enter(self, index: int) -> None:
+        """Move to step ``index`` (``run_sampler`` calls it before each scheduler step)."""
+        self.index = index
+        self.index_tensor.fill_(index)
+
+    def within(self, start: float, stop: float) -> bool:
+        """Whether the step lies in the window ``start <= index / count < stop`` of the run, given
+        as fractions of its steps (a method's ``start`` / ``stop`` fields); True outside a run."""
+        return self.count == 0 or start <= self.index / self.count < stop
+
+
 @dataclass
 class GuidanceContext:
-    """What a guidance method may use besides the predictor it wraps.
+    """What a guidance method may use besides the predictor it wraps: one per run, made before
+    the first ``wrap`` and shared by every ``[[guidance]]`` entry of the run.
 
     :param schedule: the model's noise schedule.
-    :param components: the pipeline's built components by table name (``autoencoder``,
-        ``text_encoder``, ``image_encoder``, ``classifier``, ...).
+    :param components: the pipeline's built components by table name (``denoiser``,
+        ``autoencoder``, ``text_encoder``, ``image_encoder``, ``classifier``, ...).
     :param prompts: the prompts of this run, one per sample, when there are any.
     :param labels: the class labels of this run, when there are any.
     :param generator: a seeded generator for methods that draw random numbers (CLIP cutouts).
+    :param plan: the run's sampling plan (its ``timesteps`` and ``sigmas``), set before ``wrap``;
+        None when the predictor is used outside a sampling run.
+    :param step: the step the sampler is taking (``SamplerStep``), updated in place by
+        ``run_sampler``: read it when the guided predictor is called, not in ``wrap``.
+    :param branches: the branches (``sfumato.branches.Branch``) that guidance wrapped after the
+        latest batching guidance asked it to compute; see ``open_batch`` and ``add_branch``.
     """
 
     schedule: Formulation
@@ -264,10 +336,37 @@ class GuidanceContext:
     prompts: list[str] | None = None
     labels: Tensor | None = None
     generator: torch.Generator | None = None
+    plan: SamplingPlan | None = None
+    step: SamplerStep = field(default_factory=SamplerStep)
+    branches: list[Any] | None = None
+
+    def open_batch(self) -> list[Any]:
+        """Called in ``wrap`` by a guidance method that runs one batched forward per call (``cfg``):
+        the branches that guidance wrapped after it declares are collected in the returned list,
+        for it to compute as more rows of that forward (``sfumato.branches.evaluate``)."""
+        self.branches = []
+        return self.branches
+
+    def add_branch(self, branch: Any) -> bool:
+        """Declare ``branch`` to the nearest batching guidance wrapped before this one. False when
+        there is none: the declaring method then computes it itself (``sfumato.branches.with_branch``
+        does either)."""
+        if self.branches is None:
+            return False
+        self.branches.append(branch)
+        return True
 
 
 class Guidance(Component, ABC):
-    """Wraps a predictor into a guided predictor. Several compose in spec order."""
+    """Wraps a predictor into a guided predictor. Several compose in spec order.
+
+    State per run: ``wrap`` is called once per sampling run (``generate`` calls it again for
+    each chunk of a large call), with that run's context, before the first step. State a method
+    keeps across the model calls of a run (a momentum buffer, a cache, a running average) lives
+    in the closure ``wrap`` returns, so it starts afresh every run and the same pipeline called
+    twice gives identical output; never keep it on ``self``, which every run (and every thread
+    of a server) shares. The step a call belongs to is ``context.step`` (see ``SamplerStep``).
+    """
 
     kind: ClassVar[str] = "guidance"
 
@@ -276,7 +375,8 @@ class Guidance(Component, ABC):
 
     @abstractmethod
     def wrap(self, predictor: Predictor, context: GuidanceContext) -> Predictor:
-        """Return a predictor with the same signature that applies this guidance."""
+        """Return a predictor with the same signature that applies this guidance; called once
+        per run (see the class docstring for state)."""
 
 
 # -- classifiers ----------------------------------------------------------------------------
@@ -337,5 +437,5 @@ class Task(Component, ABC):
 KINDS: dict[str, type[Component]] = {
     cls.kind: cls
     for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Classifier, Dataset, Task, SigmaSchedule,
-                Formulation)
+                Formulation, Adapter, Combiner)
 }

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from .adapter import Adapter, check_scale, pending_adapters
 from .component import Component
-from .errors import SpecError
+from .errors import PluginError, SfumatoError, SpecError
 from .interfaces import Denoiser, Guidance, Task
 from .formulation import Formulation
 from .registry import Registry, get_registry
-from .specs import COMPONENT_TABLES, PipelineSpecBase, load_spec
+from .specs import COMPONENT_TABLES, PipelineSpecBase, load_spec, validate_component
 from .training import TrainingTask
 
 
@@ -22,8 +23,13 @@ class Pipeline:
 
     Attributes are the spec's component tables (``text_encoder``, ``autoencoder``, ``denoiser``,
     ``scheduler``, ``task``, ...; None when the spec has no such table), ``guidance`` (a list, in
-    spec order), ``schedule`` (the ``Formulation`` of ``[diffusion]``: a ``NoiseSchedule`` for the
-    default variance-preserving one), ``device`` and ``dtype``.
+    spec order), ``adapters`` (a list of the applied ``[[adapters]]``, in order), ``schedule`` (the
+    ``Formulation`` of ``[diffusion]``: a ``NoiseSchedule`` for the default variance-preserving
+    one), ``device`` and ``dtype``.
+
+    Adapters are applied after every component is built and placed on its device, in spec order;
+    ``load_adapter``, ``set_adapter_scales`` and ``remove_adapter`` change them later, and keep
+    ``spec.adapters`` in step so an image's lock records what made it.
     """
 
     def __init__(self, spec: PipelineSpecBase, registry: Registry | None = None, source: str | None = None):
@@ -33,6 +39,7 @@ class Pipeline:
         runtime = spec.runtime
         self.device = runtime.torch_device()
         self.dtype = runtime.torch_dtype()
+        adapters = [self._build_adapter(i, table) for i, table in enumerate(spec.adapters)]  # files read first
         self.components: dict[str, Component] = {}
         for table, kind in COMPONENT_TABLES.items():
             table_spec = getattr(spec, table, None)
@@ -53,6 +60,11 @@ class Pipeline:
                     f"task {task.type_name()!r} needs the table(s) {', '.join(f'[{m}]' for m in missing)}",
                     source=source,
                 )
+        self.adapters: list[Adapter] = []
+        for adapter in adapters:
+            self._apply_adapter(adapter)
+        for table in pending_adapters():
+            self.load_adapter(**table)
 
     def _refuse_untrained(self) -> None:
         """A component that takes weights but names none would run from random initialisation and
@@ -69,6 +81,72 @@ class Pipeline:
             raise SpecError(f"{names} {verb} no weights, so {it} would run from random initialisation; set {its} "
                             "weights to trained ones, or [runtime] allow_untrained = true to run untrained on "
                             "purpose (tests, smoke runs)", source=self.source)
+
+    # -- adapters ---------------------------------------------------------------------------------
+
+    def load_adapter(self, weights: str | Path, type: str = "lora", **fields: Any) -> Adapter:
+        """Apply an adapter file after those already applied and record it in ``spec.adapters``:
+        ``pipe.load_adapter("style.safetensors", scale=0.7)``, ``pipe.load_adapter("cat.safetensors",
+        type="textual-inversion", token="<cat>")``. ``fields`` are the type's spec fields
+        (``scale``, ``targets``, ``fuse``, ``name``, ...). Returns the applied adapter."""
+        where = f"[[adapters]] #{len(self.adapters) + 1}"
+        cls = self.registry.get("adapter", type)
+        table = {**fields, "type": type, "weights": str(Path(weights).resolve())}
+        adapter_spec = validate_component(cls, table, where)
+        adapter = self._apply_adapter(self._build_adapter(len(self.adapters), adapter_spec))
+        self.spec = self.spec.model_copy(update={"adapters": [*self.spec.adapters, adapter_spec]})
+        return adapter
+
+    def set_adapter_scales(self, scales: Mapping[int | str, float]) -> None:
+        """Set the scale of applied adapters, each named by its name or its index:
+        ``pipe.set_adapter_scales({"style": 0.5, 1: 0.8})``. Fused LoRAs merge again from the
+        kept original weights, so any sequence of scales ends exactly where it would start."""
+        chosen = [(self._adapter_index(key), check_scale(scale, f"adapter {key!r}")) for key, scale in scales.items()]
+        for index, scale in chosen:
+            self.adapters[index].set_scale(scale)
+
+    def remove_adapter(self, key: int | str | Adapter) -> None:
+        """Take an applied adapter off (by name, index or the adapter itself): the weights it
+        changed return bit for bit, and it leaves ``spec.adapters``."""
+        index = self._adapter_index(key)
+        self.adapters.pop(index).remove()
+        self.spec = self.spec.model_copy(update={"adapters": [s for i, s in enumerate(self.spec.adapters) if i != index]})
+
+    def _build_adapter(self, index: int, adapter_spec: Any) -> Adapter:
+        """Build (and so read the file of) adapter ``index``; errors name its table."""
+        try:
+            return self.registry.build("adapter", adapter_spec)
+        except SfumatoError as exc:
+            raise type(exc)(f"[[adapters]] #{index + 1} {adapter_spec.type!r}: {exc}") from None
+
+    def _apply_adapter(self, adapter: Adapter) -> Adapter:
+        where = f"[[adapters]] #{len(self.adapters) + 1}"
+        try:
+            adapter.apply(self.components)
+        except SfumatoError as exc:
+            raise type(exc)(f"{where} {adapter.type_name()!r}: {exc}") from None
+        except Exception as exc:
+            plugin = self.registry.components["adapter"][adapter.type_name()].plugin
+            raise PluginError(f"{where}: plugin {plugin!r} failed to apply adapter {adapter.type_name()!r} of "
+                              f"{adapter.spec.weights}: {type(exc).__name__}: {exc}") from exc
+        self.adapters.append(adapter)
+        return adapter
+
+    def _adapter_index(self, key: int | str | Adapter) -> int:
+        """The index of the applied adapter ``key`` names; an error listing them otherwise."""
+        names = [a.name for a in self.adapters]
+        applied = ", ".join(f"{i}: {name!r}" for i, name in enumerate(names)) or "none"
+        if isinstance(key, Adapter):
+            found = [i for i, a in enumerate(self.adapters) if a is key]
+        elif isinstance(key, int) and not isinstance(key, bool):
+            found = [key] if 0 <= key < len(self.adapters) else []
+        else:
+            found = [i for i, name in enumerate(names) if name == key]
+            if len(found) > 1:
+                raise SpecError(f"adapter name {key!r} names {len(found)} adapters; give its index ({applied})")
+        if not found:
+            raise SpecError(f"no applied adapter {key!r}; applied adapters: {applied}")
+        return found[0]
 
     def _place(self, module: nn.Module) -> nn.Module:
         runtime = self.spec.runtime
@@ -117,6 +195,8 @@ class Pipeline:
     def component(self, table: str) -> Any:
         if table == "guidance":
             return self.guidance or None
+        if table == "adapters":
+            return self.adapters or None
         if table == "diffusion":
             return self.schedule
         return self.components.get(table)
@@ -137,6 +217,7 @@ class Pipeline:
     def __repr__(self) -> str:
         parts = [f"{t}={type(c).__name__}" for t, c in self.components.items()]
         parts += [f"guidance=[{', '.join(type(g).__name__ for g in self.guidance)}]"] if self.guidance else []
+        parts += [f"adapters=[{', '.join(repr(a.name) for a in self.adapters)}]"] if self.adapters else []
         return f"Pipeline({', '.join(parts)}, device={self.device}, dtype={self.dtype})"
 
 

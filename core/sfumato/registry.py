@@ -85,6 +85,21 @@ class Registered:
 
 
 @dataclass(frozen=True)
+class SamplerAlias:
+    """A name another tool gives a sampler or sigma schedule, and the ``[scheduler]`` fields it
+    stands for (``register_sampler_aliases``)."""
+
+    name: str
+    table: dict[str, Any]
+    plugin: str
+
+    @property
+    def is_sampler(self) -> bool:
+        """A sampler's name (its table has a ``type``), not a sigma schedule's."""
+        return "type" in self.table
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A named built-in model: a pipeline spec file shipped by a plugin."""
 
@@ -117,6 +132,9 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.components: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
         self.models: dict[str, ModelEntry] = {}
+        #: Sampler and sigma schedule names of other tools, by their normalised spelling.
+        self.sampler_aliases: dict[str, SamplerAlias] = {}
+        self.schedule_aliases: dict[str, SamplerAlias] = {}
         self._plugins: dict[str, PluginInfo] = {}
         self._packages: dict[str, str] = {}  # import package -> the plugin whose code it is
         self._pipeline_model: Any = None
@@ -212,6 +230,7 @@ class Registry:
     def _run_hooks(self, info: PluginInfo, mod: ModuleType) -> None:
         staged_components: list[Registered] = []
         staged_models: list[ModelEntry] = []
+        staged_aliases: list[SamplerAlias] = []
 
         def register_component(cls: type) -> None:
             staged_components.append(self._validate_component(cls, info))
@@ -220,7 +239,11 @@ class Registry:
             check_name(name, info.name, info.source == "registry", "model", self._plugins)
             staged_models.append(ModelEntry(name, Path(spec_path), description, info.name))
 
-        calls = [("register_components", register_component), ("register_models", register_model)]
+        def register_alias(name: str, table: dict[str, Any]) -> None:
+            staged_aliases.append(_checked_alias(name, table, info.name))
+
+        calls = [("register_components", register_component), ("register_models", register_model),
+                 ("register_sampler_aliases", register_alias)]
         try:
             for hook_name, callback in calls:
                 impl = getattr(mod, hook_name, None)
@@ -243,6 +266,15 @@ class Registry:
                         f"model {entry.name!r} is registered by both plugin "
                         f"{self.models[entry.name].plugin!r} and plugin {info.name!r}"
                     )
+            info.failed_in = "register_sampler_aliases"
+            staged: dict[tuple[bool, str], SamplerAlias] = {}
+            for alias in staged_aliases:
+                key = (alias.is_sampler, _name_key(alias.name))
+                known = self._aliases(alias.is_sampler).get(key[1]) or staged.get(key)
+                if known is not None and known.table != alias.table:
+                    raise PluginError(f"sampler name {alias.name!r} is registered as {known.table} by plugin "
+                                      f"{known.plugin!r} and as {alias.table} by plugin {info.name!r}")
+                staged[key] = alias
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
@@ -257,6 +289,8 @@ class Registry:
         for entry in staged_models:
             self.models[entry.name] = entry
             info.provides.setdefault("model", []).append(entry.name)
+        for alias in staged_aliases:
+            self._aliases(alias.is_sampler)[_name_key(alias.name)] = alias
 
     def _validate_component(self, cls: Any, info: PluginInfo) -> Registered:
         if not isinstance(cls, type) or not issubclass(cls, Component) or cls.kind not in KINDS:
@@ -371,6 +405,77 @@ class Registry:
                                           "register_models"))
         return self.models[name]
 
+    def resolve_sampler(self, name: str, schedule: str | None = None) -> dict[str, Any]:
+        """The ``[scheduler]`` fields a sampler name stands for: ``{"type": ...}`` plus any fields
+        the name implies, and ``sigmas`` when it names a schedule.
+
+        ``name`` is a scheduler type (``dpmpp-2m``) or a name registered with
+        ``register_sampler_aliases`` (ComfyUI's ``dpmpp_2m``, the WebUI's "DPM++ 2M"), optionally
+        followed by a sigma schedule's name or alias: "DPM++ 2M Karras", "dpmpp_2m karras". A
+        separate ``schedule`` (``--schedule karras``) is added the same way. Case and runs of
+        spaces do not matter. Raises a ``SpecError`` naming ``[scheduler]`` for an unknown name
+        or two different schedules.
+        """
+        key = _name_key(name)
+        table = self._sampler_fields(key) or self._sampler_then_schedule(key)
+        if table is None:
+            raise SpecError(
+                f"[scheduler]: unknown sampler name {name!r}{self._close_names(name, True)}; give a scheduler type "
+                f"({', '.join(sorted(self.components['scheduler']))}) or a name other tools give a sampler (ComfyUI's "
+                "sampler_name, the WebUI's sampler names), optionally followed by a sigma schedule (karras, "
+                "exponential, ...); docs/schedulers.md lists them"
+            )
+        if schedule is not None:
+            sigmas = self._schedule_fields(_name_key(schedule))
+            if sigmas is None:
+                raise SpecError(
+                    f"[scheduler]: unknown sigma schedule {schedule!r}{self._close_names(schedule, False)}; valid: "
+                    f"default, {', '.join(sorted(self.components['sigmas']))} or a name other tools give one "
+                    "(ComfyUI's scheduler, the WebUI's schedule types)"
+                )
+            if table.get("sigmas", sigmas["sigmas"]) != sigmas["sigmas"]:
+                raise SpecError(f"[scheduler]: sampler name {name!r} already chooses sigmas = {table['sigmas']!r} and "
+                                f"the schedule {schedule!r} asks for {sigmas['sigmas']!r}; give one of them")
+            table = {**table, **sigmas}
+        return table
+
+    def _aliases(self, samplers: bool) -> dict[str, SamplerAlias]:
+        return self.sampler_aliases if samplers else self.schedule_aliases
+
+    def _sampler_fields(self, key: str) -> dict[str, Any] | None:
+        """The fields of a normalised sampler name: a scheduler type's, else an alias's."""
+        for type_name in self.components["scheduler"]:
+            if type_name.casefold() == key:
+                return {"type": type_name}
+        alias = self.sampler_aliases.get(key)
+        return dict(alias.table) if alias is not None else None
+
+    def _sampler_then_schedule(self, key: str) -> dict[str, Any] | None:
+        """The fields of a normalised sampler name followed by a schedule name ("dpm++ 2m karras"),
+        split at the last space where both halves are known names."""
+        words = key.split(" ")
+        for cut in range(len(words) - 1, 0, -1):
+            sampler, sigmas = self._sampler_fields(" ".join(words[:cut])), self._schedule_fields(" ".join(words[cut:]))
+            if sampler is not None and sigmas is not None and "sigmas" not in sampler:
+                return {**sampler, **sigmas}
+        return None
+
+    def _schedule_fields(self, key: str) -> dict[str, Any] | None:
+        """``{"sigmas": ...}`` of a normalised schedule name: ``default`` or a sigma schedule
+        type, else an alias's."""
+        for type_name in ("default", *self.components["sigmas"]):
+            if type_name.casefold() == key:
+                return {"sigmas": type_name}
+        alias = self.schedule_aliases.get(key)
+        return dict(alias.table) if alias is not None else None
+
+    def _close_names(self, name: str, samplers: bool) -> str:
+        """`` (did you mean ...?)`` with the known names closest to ``name``, or ""."""
+        types = self.components["scheduler" if samplers else "sigmas"]
+        names = {_name_key(known): known for known in (*types, *(a.name for a in self._aliases(samplers).values()))}
+        close = difflib.get_close_matches(_name_key(name), list(names), n=3, cutoff=0.6)
+        return f" (did you mean {' or '.join(repr(names[key]) for key in close)}?)" if close else ""
+
     def commands(self, subparsers: Any, hook: str = "register_commands") -> None:
         """Let every plugin add CLI sub-commands through ``hook``; a plugin that raises (even
         ``SystemExit``) is recorded as failed with the hook's name, not fatal."""
@@ -416,6 +521,26 @@ class Registry:
         if kind not in KINDS:
             raise SpecError(f"unknown component kind {kind!r}; valid kinds: {', '.join(KINDS)}")
         return kind
+
+
+def _name_key(name: str) -> str:
+    """How sampler names are compared: case-folded, runs of whitespace as one space."""
+    return " ".join(str(name).casefold().split())
+
+
+def _checked_alias(name: Any, table: Any, plugin: str) -> SamplerAlias:
+    """A ``register_sampler_aliases`` registration, or a ``PluginError`` saying what is wrong."""
+    if not isinstance(name, str) or not name.strip():
+        raise PluginError(f"register({name!r}, ...): a sampler name must be a non-empty string")
+    if not isinstance(table, dict) or not all(isinstance(key, str) for key in table):
+        raise PluginError(f"register({name!r}, {table!r}): the table must be a dict of [scheduler] fields")
+    if "type" in table:
+        if not isinstance(table["type"], str):
+            raise PluginError(f"register({name!r}, {table!r}): 'type' must be a scheduler type name")
+    elif set(table) != {"sigmas"}:
+        raise PluginError(f"register({name!r}, {table!r}): a table names a sampler ('type', with any fields) "
+                          "or a sigma schedule ('sigmas' only)")
+    return SamplerAlias(name, dict(table), plugin)
 
 
 def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:

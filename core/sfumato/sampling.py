@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .brownian import brownian_increments
 from .errors import Interrupted, SamplingError
-from .interfaces import Model, SamplingPlan, Scheduler
+from .interfaces import Model, SamplerStep, SamplingPlan, Scheduler
 
 
 @dataclass
@@ -97,6 +97,7 @@ def run_sampler(
     mask: Tensor | None = None,
     callback: StepCallback | None = None,
     progress: bool = True,
+    step: SamplerStep | None = None,
 ) -> Tensor:
     """Run every step of ``plan`` from ``x`` and return the final sample.
 
@@ -104,6 +105,9 @@ def run_sampler(
         for it: after each step the sample is blended with ``known`` noised to the next level,
         ``x = mask * x + (1 - mask) * noised(known)`` (``mask`` is 1 where new content is made).
     :param known_noise: the fixed noise used to noise ``known`` (defaults to fresh noise).
+    :param step: the run's ``SamplerStep`` (the ``GuidanceContext.step`` the model's guidance
+        was wrapped with): its ``count`` is set to the plan's steps and it enters each step
+        before the scheduler takes it, so guidance sees the step of every model call.
     :raises SamplingError: when the result is not finite, naming the scheduler.
     """
     if (known is None) != (mask is None):
@@ -114,7 +118,11 @@ def run_sampler(
     denoised = x
     steps = range(len(plan))
     noise = sampler_noise(scheduler, plan, tuple(x.shape), generator, x.device, x.dtype)
+    if step is not None:
+        step.count = len(plan)
     for i in tqdm(steps, desc=f"sampling ({scheduler.type_name()})", disable=not progress, leave=False):
+        if step is not None:
+            step.enter(i)
         x, denoised, carry = scheduler.step(model, x, plan, i, carry, noise[i] if noise is not None else None)
         if known is not None:
             x = mask * x + (1 - mask) * scheduler.noised(known, known_noise, plan, i + 1)

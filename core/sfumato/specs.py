@@ -37,7 +37,7 @@ COMPONENT_TABLES: dict[str, str] = {
     "dataset": "dataset",
     "diffusion": "formulation",
 }
-LIST_TABLES: dict[str, str] = {"guidance": "guidance"}
+LIST_TABLES: dict[str, str] = {"guidance": "guidance", "adapters": "adapter"}
 PLAIN_TABLES: dict[str, type[BaseModel]] = {"runtime": RuntimeSpec, "train": TrainSpec}
 #: The ``type`` a component table has when it states none.
 DEFAULT_TYPES: dict[str, str] = {"diffusion": "vp"}

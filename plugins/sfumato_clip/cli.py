@@ -7,14 +7,17 @@ Both need a CLIP text and image encoder, given either as a spec file with ``[tex
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import sfumato
+import torch
 
 from .arguments import check_out, positive_int
-from .images import check_image_file, load_image
+from .images import check_image_file, encode_file_inputs, file_input
 from .search import SearchIndex, build_index, encoder_identity, index_files, query_image, query_text
 from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier
 
@@ -57,17 +60,19 @@ def load_encoders(args: argparse.Namespace, recorded: dict[str, Any] | None = No
 
 
 def parse_labels(text: str) -> list[str]:
-    """The class names of ``--labels "cat, dog,car"``: at least two, each once."""
-    labels = [label.strip() for label in text.split(",") if label.strip()]
+    """The class names of ``--labels "cat, dog,car"``, each once (a repeat is dropped with a
+    warning: it would split its class's probability in two), at least two."""
+    given = [label.strip() for label in text.split(",") if label.strip()]
+    labels = list(dict.fromkeys(given))
     if len(labels) < 2:
         raise sfumato.SpecError(
-            f"--labels {text!r}: give at least two class names, comma-separated, e.g. --labels \"cat,dog\" "
+            f"--labels {text!r}: give at least two distinct class names, comma-separated, e.g. --labels \"cat,dog\" "
             "(the probabilities are a softmax over the labels, so a single label always scores 1.0)"
         )
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        raise sfumato.SpecError(f"--labels {text!r} names {', '.join(map(repr, repeated))} more than once; "
-                                "give each class once")
+    if len(labels) < len(given):
+        repeated = sorted({label for label in given if given.count(label) > 1})
+        print(f"warning: --labels names {', '.join(map(repr, repeated))} more than once; each class is scored once",
+              file=sys.stderr)
     return labels
 
 
@@ -91,11 +96,24 @@ def run_classify(args: argparse.Namespace) -> int:
         check_image_file(path)
     text_encoder, image_encoder = load_encoders(args)
     classifier = ZeroShotClassifier(text_encoder, image_encoder, labels, templates)
+    results = []
     for path in args.images:
-        image = load_image(path, image_encoder.image_size)[None]
-        (prediction,) = classifier.predict(image, k=args.k)
-        ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in zip(prediction.labels, prediction.probs))
-        print(f"{path}: {ranked}")
+        with torch.no_grad():
+            embeds = encode_file_inputs(image_encoder, file_input(image_encoder, path)[None])
+        (prediction,) = classifier.ranked(classifier.scores(embeds), k=args.k)
+        results.append((path, prediction))
+        if args.format == "text":
+            ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in zip(prediction.labels, prediction.probs))
+            print(f"{path}: {ranked}")
+    if args.format == "json":
+        print(json.dumps({"logit_scale": classifier.logit_scale, "labels": labels, "results": [
+            {"image": path, "labels": p.labels, "probs": p.probs} for path, p in results]}, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image", "rank", "label", "prob"])
+        for path, p in results:
+            writer.writerows([path, rank, label, f"{prob:.6f}"]
+                             for rank, (label, prob) in enumerate(zip(p.labels, p.probs), start=1))
     return 0
 
 
@@ -151,6 +169,8 @@ def register(cli: Any) -> None:
     classify.add_argument("--template", action="append", metavar="TEXT",
                           help='a prompt template with {} for the label (repeatable; default: 10 of OpenAI\'s)')
     classify.add_argument("-k", type=positive_int, default=5, help="how many labels to show per image")
+    classify.add_argument("--format", choices=("text", "json", "csv"), default="text",
+                          help="text: one line per image (default); json: one document; csv: image,rank,label,prob rows")
     add_encoder_arguments(classify)
     classify.set_defaults(handler=run_classify)
 

@@ -2,12 +2,16 @@
 
 Encoders receive images in [-1, 1] (sfumato's convention) and do the rest here, with
 differentiable tensor ops so CLIP guidance can take gradients through them. Files are read with
-Pillow for the command line tools.
+Pillow for the command line tools: ``pixel_values`` equals transformers' ``CLIPImageProcessor``
+bit for bit (shorter side to the size with the longer side *truncated*, PIL bicubic, a centre
+crop whose offsets round down, rescale by 1/255 computed in float64 then cast to float32, and
+``(x - mean) / std`` in float32), so a file embeds exactly as transformers embeds it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sfumato
@@ -33,8 +37,9 @@ def resize_center_crop(images: Tensor, size: int) -> Tensor:
     h, w = images.shape[-2:]
     if (h, w) == (size, size):
         return images
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    short, long = sorted((h, w))
+    new_long = int(size * long / short)  # truncated, as transformers and torchvision do
+    new_h, new_w = (new_long, size) if h > w else (size, new_long)
     images = F.interpolate(images, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return images[..., top : top + size, left : left + size]
@@ -72,23 +77,44 @@ def check_image_file(path: str | Path) -> Path:
     return path
 
 
-def load_image(path: str | Path, size: int) -> Tensor:
-    """Read an image file as RGB, resize its shorter side to ``size`` (bicubic) and centre crop:
-    ``[3, size, size]`` in [-1, 1]. A missing or undecodable file raises ``ImageFileError``."""
+def read_rgb(path: str | Path) -> Image.Image:
+    """An image file decoded as RGB; a missing or undecodable file raises ``ImageFileError``."""
     path = Path(path)
     _require_file(path)
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            return image.convert("RGB")
     except PILLOW_ERRORS as exc:
         raise ImageFileError(f"{path}: not a readable image ({exc}); replace or remove the file") from exc
-    scale = size / min(image.size)
-    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-    image = image.resize((w, h), Image.Resampling.BICUBIC)
-    left, top = (w - size) // 2, (h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)  # (H, W, 3)
+
+
+def resize_and_crop(image: Image.Image, size: int) -> np.ndarray:
+    """``(size, size, 3)`` uint8: the shorter side resized to ``size`` (PIL bicubic; the longer
+    side ``int(size * long / short)``, truncated as transformers and torchvision do), then the
+    centre crop at ``((h - size) // 2, (w - size) // 2)``, as ``CLIPImageProcessor`` crops."""
+    width, height = image.size
+    short, long = sorted((width, height))
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    pixels = np.asarray(image.resize((new_w, new_h), Image.Resampling.BICUBIC))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return pixels[top : top + size, left : left + size]
+
+
+def load_image(path: str | Path, size: int) -> Tensor:
+    """Read an image file as RGB, resize its shorter side to ``size`` (bicubic) and centre crop:
+    ``[3, size, size]`` in [-1, 1]. A missing or undecodable file raises ``ImageFileError``."""
+    pixels = torch.from_numpy(resize_and_crop(read_rgb(path), size).astype(np.float32) / 127.5 - 1)  # (H, W, 3)
     return rearrange(pixels, "h w c -> c h w")
+
+
+def pixel_values(image: str | Path | Image.Image, size: int) -> Tensor:
+    """``[3, size, size]`` float32 standardised pixels of an image file (or PIL image), equal bit
+    for bit to transformers' ``CLIPImageProcessor`` output; feed them to ``encode_pixels``."""
+    rgb = image.convert("RGB") if isinstance(image, Image.Image) else read_rgb(image)
+    scaled = (resize_and_crop(rgb, size).astype(np.float64) * (1 / 255)).astype(np.float32)  # (H, W, 3)
+    mean, std = np.array(CLIP_MEAN, dtype=np.float32), np.array(CLIP_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1)))
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -98,3 +124,18 @@ def image_files(folder: str | Path) -> list[Path]:
         what = "is not a directory" if folder.exists() else "does not exist"
         raise ImageFileError(f"{folder}: the image folder {what}; give a folder of images")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def file_input(image_encoder: Any, path: str | Path) -> Tensor:
+    """One image file as ``image_encoder`` takes it: ``pixel_values`` (transformers'
+    preprocessing, exactly) for an encoder with ``encode_pixels`` (``clip-image``), else a
+    [-1, 1] image for ``encode``. An unreadable file raises ``ImageFileError``."""
+    if hasattr(image_encoder, "encode_pixels"):
+        return pixel_values(path, image_encoder.image_size)
+    return load_image(path, image_encoder.image_size)
+
+
+def encode_file_inputs(image_encoder: Any, batch: Tensor) -> Tensor:
+    """``[B, E]`` pooled embeddings of a batch of ``file_input`` tensors."""
+    encode = getattr(image_encoder, "encode_pixels", image_encoder.encode)
+    return encode(batch).pooled

@@ -23,7 +23,7 @@ from sfumato import Encoder, load_weights, read_metadata, save_weights
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .images import ImageFileError, image_files, load_image
+from .images import ImageFileError, encode_file_inputs, file_input, image_files
 
 FILES_KEY = "sfumato.search.files"
 ROOT_KEY = "sfumato.search.root"
@@ -189,13 +189,12 @@ def embed_images(image_encoder: Encoder, paths: list[Path], batch_size: int = 32
     """``(embeddings [N, E] unit norm, the N paths embedded, "path: reason" of each skipped)``:
     image files read and encoded in batches. An unreadable file raises ``ImageFileError`` when
     ``strict``, else it is skipped and reported."""
-    size = image_encoder.image_size
     chunks, kept, skipped = [], [], []
     for start in tqdm(range(0, len(paths), batch_size), desc="embedding images", unit="batch", disable=not progress):
         images = []
         for path in paths[start : start + batch_size]:
             try:
-                images.append(load_image(path, size))
+                images.append(file_input(image_encoder, path))
             except ImageFileError as exc:
                 if strict:
                     raise
@@ -204,7 +203,7 @@ def embed_images(image_encoder: Encoder, paths: list[Path], batch_size: int = 32
             kept.append(path)
         if images:
             batch = torch.stack(images)  # (b, 3, S, S)
-            chunks.append(F.normalize(image_encoder.encode(batch).pooled.float().cpu(), dim=-1))
+            chunks.append(F.normalize(encode_file_inputs(image_encoder, batch).float().cpu(), dim=-1))
     embeddings = torch.cat(chunks) if chunks else torch.empty(0, image_encoder.embed_dim)
     return embeddings, kept, skipped
 
@@ -242,5 +241,4 @@ def query_text(index: SearchIndex, text_encoder: Encoder, text: str, k: int = 5)
 @torch.no_grad()
 def query_image(index: SearchIndex, image_encoder: Encoder, path: str | Path, k: int = 5) -> list[SearchHit]:
     """The images most similar to an image file."""
-    image = load_image(path, image_encoder.image_size)[None]
-    return index.query(image_encoder.encode(image).pooled[0], k)
+    return index.query(encode_file_inputs(image_encoder, file_input(image_encoder, path)[None])[0], k)

@@ -7,11 +7,17 @@ the ``tokenizers`` library), so ids equal those of any Hugging Face CLIP tokeniz
 
 Every caption becomes ``[start, tokens..., end, pad...]`` of exactly ``context_length`` ids,
 padded with the end-of-text token as Hugging Face and Stable Diffusion do.
+
+Text is cleaned first as OpenAI's and open_clip's ``basic_clean`` cleans it: ``ftfy.fix_text``
+(mojibake such as ``"cafÃ©"`` -> ``"café"``; when ftfy is installed, ``pip install sfumato[clip]``)
+and HTML entities unescaped twice (``"&amp;amp;"`` -> ``"&"``), which transformers'
+``CLIPTokenizer`` does not do; whitespace runs and case are normalised by the BPE itself.
 """
 
 from __future__ import annotations
 
 import gzip
+import html
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,6 +44,20 @@ def bytes_to_unicode() -> dict[int, str]:
             chars.append(256 + extra)
             extra += 1
     return dict(zip(printable, map(chr, chars)))
+
+
+try:
+    from ftfy import fix_text
+except ImportError:  # optional (the clip extra): without it only HTML entities are cleaned
+    fix_text = None
+
+
+def clean_text(text: str) -> str:
+    """OpenAI CLIP's ``basic_clean``: ftfy's fixes (when ftfy is installed), HTML entities
+    unescaped twice, surrounding whitespace stripped."""
+    if fix_text is not None:
+        text = fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
 
 
 @lru_cache(maxsize=1)
@@ -120,26 +140,32 @@ class TextTokenizer:
 
     def __call__(self, texts: list[str]) -> TokenBatch:
         """Tokenize, add start/end tokens, truncate to ``context_length`` (keeping the end token)
-        and pad with the end token."""
+        and pad with the end token. Truncation is reported in one warning per call, however many
+        captions it cut (a class ensemble is hundreds of prompts)."""
         if isinstance(texts, str):
             raise TypeError("pass a list of strings, not a single string")
         length = self.context_length
-        rows = [enc.ids for enc in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        rows = self.token_ids(texts)
         input_ids = torch.full((len(rows), length), self.end_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.bool)
+        cut = [i for i, ids in enumerate(rows) if len(ids) + 2 > length]
+        if cut:
+            longest = max(cut, key=lambda i: len(rows[i]))
+            warnings.warn(
+                f"{len(cut)} of {len(rows)} caption(s) are longer than the {length} tokens the model reads and were "
+                f"truncated (the end token kept); the longest, {len(rows[longest]) + 2} tokens: "
+                f"{texts[longest][:60]!r}...", stacklevel=2,
+            )
         for i, ids in enumerate(rows):
-            dropped = len(ids) + 2 - length
-            if dropped > 0:
-                warnings.warn(
-                    f"caption {i} is {len(ids) + 2} tokens long; the model reads {length}, so the last "
-                    f"{dropped} token(s) were dropped: {texts[i][:60]!r}...",
-                    stacklevel=2,
-                )
-                ids = ids[: length - 2]
-            row = [self.start_id, *ids, self.end_id]
+            row = [self.start_id, *ids[: length - 2], self.end_id]
             input_ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = True
         return TokenBatch(input_ids, mask)
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """The BPE ids of each text, without start and end tokens and not truncated."""
+        cleaned = [clean_text(text) for text in texts]
+        return [enc.ids for enc in self.backend.encode_batch(cleaned, add_special_tokens=False)]
 
     def decode(self, input_ids: list[int]) -> str:
         ids = [i for i in input_ids if i not in (self.start_id, self.end_id)]
@@ -165,7 +191,7 @@ def train_tokenizer(captions: list[str], vocab_size: int, path: str | Path | Non
         end_of_word_suffix="</w>",
         show_progress=False,
     )
-    backend.train_from_iterator(captions, trainer)
+    backend.train_from_iterator([clean_text(caption) for caption in captions], trainer)
     tokenizer = TextTokenizer(backend, context_length)
     if path is not None:
         tokenizer.save(path)

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise sfumato.SpecError(f"dataset {spec.get('type')!r} yields no captions")
     tokenizer = train_tokenizer(sorted(captions), args.vocab_size, context_length=args.context_length)
     sfumato.atomic_write(args.out, tokenizer.save)
-    lengths = [len(e.ids) + 2 for e in tokenizer.backend.encode_batch(sorted(captions), add_special_tokens=False)]
+    lengths = [len(ids) + 2 for ids in tokenizer.token_ids(sorted(captions))]  # before truncation
     longest = max(lengths)
     print(f"wrote {args.out}: {tokenizer.backend.get_vocab_size()} tokens from {len(captions)} distinct captions; "
           f"the longest caption is {longest} tokens with start and end (context length {args.context_length})")

@@ -3,14 +3,18 @@
 Two caption formats are read, whichever the folder holds:
 
 - ``captions.txt`` (the Kaggle layout, next to an ``Images/`` folder): CSV with the header
-  ``image,caption`` and one row per caption;
+  ``image,caption`` and one row per caption. A caption with a comma should be quoted; one that is
+  not (``a.jpg,A dog, running .``) is read whole, since an image name never holds a comma;
 - ``Flickr8k.token.txt`` (the original layout, next to ``Flicker8k_Dataset/``): lines
   ``<image>#<n>\\t<caption>`` with n = 0..4.
 
-Splits are by image, never by caption. The official ``Flickr_8k.trainImages.txt``,
-``Flickr_8k.devImages.txt`` (``val``) and ``Flickr_8k.testImages.txt`` lists are used when they
-are in the folder; otherwise a seeded shuffle of the sorted image names is cut by
-``val_fraction`` and ``test_fraction``.
+Splits are by image, never by caption. The official ``Flickr_8k.trainImages.txt`` (6,000),
+``Flickr_8k.devImages.txt`` (``val``, 1,000) and ``Flickr_8k.testImages.txt`` (1,000: the "1K test"
+protocol of retrieval papers) lists are used when they are in the folder. The Kaggle download
+ships no such lists: copy them from the original ``Flickr8k_text`` archive into the folder to get
+the official split; otherwise a seeded shuffle of the sorted image names is cut by
+``val_fraction`` and ``test_fraction``, which is a split of its own, not comparable with
+published 1K-test figures.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import csv
+import io
+
 import sfumato
 import torch
 from pydantic import Field
 
-from .files import DatasetError, missing_files, missing_files_error, open_image, read_caption_csv, require_dir
+from .files import DatasetError, missing_files, missing_files_error, open_image, read_text, require_dir
 from .splits import split_items
 from .transforms import ImageDatasetSpec, ImageTransform
 
@@ -50,11 +57,32 @@ def read_captions_token(path: Path) -> dict[str, list[str]]:
     return {image: [c for _, c in sorted(items)] for image, items in numbered.items()}
 
 
+def read_captions_csv(path: Path) -> dict[str, list[str]]:
+    """``image -> captions`` from the Kaggle ``captions.txt`` (header ``image,caption``). Quoted
+    captions may hold commas and quotes; an unquoted comma splits the row into more fields, which
+    are joined back with the commas the csv reader took out, so the caption is never cut."""
+    rows = csv.reader(io.StringIO(read_text(path), newline=""))
+    captions: dict[str, list[str]] = {}
+    try:
+        header = next(rows, [])
+        if [h.strip() for h in header[:2]] != ["image", "caption"]:
+            raise DatasetError(f"{path}: expected the CSV header 'image,caption', found {header}")
+        for row in rows:
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2 or not row[0].strip():
+                raise DatasetError(f"{path}:{rows.line_num}: expected 'image,caption', found {row}")
+            captions.setdefault(row[0].strip(), []).append(",".join(row[1:]).strip())
+    except csv.Error as exc:
+        raise DatasetError(f"{path}:{rows.line_num}: not a readable CSV row ({exc})") from exc
+    return captions
+
+
 def read_captions(path: Path) -> dict[str, list[str]]:
     """``image -> captions`` from either format, told apart by the first line (the CSV header)."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     first = next((line for line in text.splitlines() if line.strip()), "")
-    captions = read_caption_csv(path, (("image", "caption"),)) if first.startswith("image,") else read_captions_token(path)
+    captions = read_captions_csv(path) if first.startswith("image,") else read_captions_token(path)
     if not captions:
         raise DatasetError(f"{path}: the caption file holds no captions; expected 'image,caption' rows "
                            "or '<image>#<n>\\t<caption>' lines")

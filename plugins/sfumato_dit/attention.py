@@ -3,6 +3,11 @@
 Parameter names are diffusers' (``to_q``, ``to_k``, ``to_v``, ``to_out.0``; ``ff.net.0.proj``,
 ``ff.net.2``). Attention runs through ``scaled_dot_product_attention`` so PyTorch picks the fused
 kernel for the device.
+
+Every attention is a perturbation point (``sfumato.PatchPoint``), ``self-attention`` (``attn1``) or
+``cross-attention`` (``attn2``), named by its module path (``transformer_blocks.3.attn1``): a model
+patch may replace its ``attend(q, k, v)`` for some rows of a forward. The image tokens' grid is
+not known here: patches that need it (SEG's blur) take the tokens for a square.
 """
 
 from __future__ import annotations
@@ -12,15 +17,18 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.functional import scaled_dot_product_attention
 
+import sfumato
+
 #: Added to the attention scores of masked-out keys, as diffusers' PixArt does: finite, so a row
 #: whose every key is masked attends uniformly instead of producing NaN.
 MASKED_KEY_BIAS = -10000.0
 
 
-class Attention(nn.Module):
+class Attention(sfumato.PatchPoint, nn.Module):
     """Multi-head scaled dot-product attention (https://arxiv.org/abs/1706.03762).
 
-    Queries come from ``x``; keys and values from ``context`` (cross-attention) or from ``x``.
+    Queries come from ``x``; keys and values from ``context`` (cross-attention) or from ``x``: a
+    ``cross-attention`` or ``self-attention`` perturbation point.
 
     :param context_dim: width of ``context``; None: self-attention.
     :param bias: whether q, k and v have biases (the output projection always has one).
@@ -31,6 +39,8 @@ class Attention(nn.Module):
         super().__init__()
         inner_dim = heads * head_dim
         self.heads = heads
+        self.point_kind = sfumato.model_patches.SELF_ATTENTION if context_dim is None else \
+            sfumato.model_patches.CROSS_ATTENTION
         self.to_q = nn.Linear(dim, inner_dim, bias=bias)
         self.to_k = nn.Linear(context_dim or dim, inner_dim, bias=bias)
         self.to_v = nn.Linear(context_dim or dim, inner_dim, bias=bias)
@@ -48,7 +58,7 @@ class Attention(nn.Module):
         if key_mask is not None:
             keep = key_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, L)
             bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, MASKED_KEY_BIAS)
-        out = scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, N, head_dim)
+        out = self.run_attention(scaled_dot_product_attention, q, k, v, mask=bias)  # (B, heads, N, head_dim)
         out = rearrange(out, "b h n d -> b n (h d)")
         return self.to_out[1](self.to_out[0](out))
 

@@ -11,12 +11,18 @@ vector supplies a shift and a scale before each sub-layer and a gate after it (P
 adaLN-Zero computes the six vectors per block from the timestep and class embeddings
 (``norm1.linear``); adaLN-single (Chen et al. 2023, https://arxiv.org/abs/2310.00426) computes them
 once for all blocks and adds a learned per-block ``scale_shift_table``.
+
+Each block is a ``block`` perturbation point (``sfumato.PatchPoint``) named by its module path
+(``transformer_blocks.7``): a model patch may replace the whole block for some rows of a forward
+(skip-layer guidance skips it).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+import sfumato
 
 from .attention import Attention, FeedForward
 from .embeddings import TimestepLabelEmbedding, TimestepSizeEmbedding
@@ -47,7 +53,7 @@ class AdaLayerNormZero(nn.Module):
         return modulation[:, None].chunk(6, dim=-1)
 
 
-class DiTBlock(nn.Module):
+class DiTBlock(sfumato.PatchPoint, nn.Module):
     """DiT's block: self-attention and MLP, each modulated and gated by adaLN-Zero.
 
     The gates (and the output layer) are initialised to zero in the paper, so each block starts as
@@ -63,8 +69,13 @@ class DiTBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.ff = FeedForward(dim, dropout)
 
+    point_kind = sfumato.model_patches.BLOCK
+
     def forward(self, h: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
         """:param h: ``[B, N, D]`` tokens. :param t: ``[B]``. :param labels: ``[B]`` or None. :returns: ``[B, N, D]``."""
+        return self.run_block(self._block, h, t, labels)
+
+    def _block(self, h: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(t, labels, h.dtype)
         h = h + gate_msa * self.attn1(modulate(self.norm1.norm(h), shift_msa, scale_msa))
         return h + gate_mlp * self.ff(modulate(self.norm3(h), shift_mlp, scale_mlp))
@@ -86,7 +97,7 @@ class AdaLayerNormSingle(nn.Module):
         return self.linear(self.silu(embedding)), embedding
 
 
-class PixArtBlock(nn.Module):
+class PixArtBlock(sfumato.PatchPoint, nn.Module):
     """PixArt's block: adaLN-single-modulated self-attention, un-normalised cross-attention to the
     text tokens (none in an unconditional model), then the modulated MLP."""
 
@@ -102,9 +113,14 @@ class PixArtBlock(nn.Module):
         self.ff = FeedForward(dim, dropout)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
+    point_kind = sfumato.model_patches.BLOCK
+
     def forward(self, h: Tensor, modulation: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
         """:param h: ``[B, N, D]``. :param modulation: ``[B, 6 D]`` from adaLN-single.
         :param context: ``[B, L, context_dim]``. :param context_mask: ``[B, L]``. :returns: ``[B, N, D]``."""
+        return self.run_block(self._block, h, modulation, context, context_mask)
+
+    def _block(self, h: Tensor, modulation: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
         table = self.scale_shift_table[None] + modulation.unflatten(1, (6, -1))  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = table.chunk(6, dim=1)  # (B, 1, D) each
         h = h + gate_msa * self.attn1(modulate(self.norm1(h), shift_msa, scale_msa))

@@ -5,7 +5,9 @@ and the ``shapes`` vocabulary and ``digits`` caption from the registered dataset
 from __future__ import annotations
 
 import json
+import tomllib
 import typing
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -63,12 +65,71 @@ def _value(text: str) -> Any:
         return text
 
 
-def dataset_spec(dataset_type: str, options: list[str], zero_shot: bool = False) -> dict[str, Any]:
-    """The spec of ``--dataset TYPE --data KEY=VALUE ...`` with the evaluation defaults."""
-    spec: dict[str, Any] = {"type": dataset_type}
-    fields = sfumato.get_registry().get("dataset", dataset_type).Spec.model_fields
-    if "split" in fields and "test" in typing.get_args(fields["split"].annotation):
-        spec["split"] = "test"
+#: The spec a training run writes into its output folder (``sfumato.train``).
+RUN_SPEC = "trained.toml"
+#: Evaluation reads every image as it is: no random crop, no flip.
+DETERMINISTIC = {"crop": "center", "hflip": False}
+
+
+def spec_dataset_table(spec_file: str | Path) -> dict[str, Any] | None:
+    """The ``[dataset]`` table of a spec file (a run's ``trained.toml``), its relative ``root``
+    resolved against the file's folder as sfumato resolves spec paths; None without one."""
+    path = Path(spec_file)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("dataset")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # loading the model reports what is wrong with the file
+    if not isinstance(table, dict) or "type" not in table:
+        return None
+    table = dict(table)
+    if isinstance(table.get("root"), str) and not Path(table["root"]).is_absolute():
+        table["root"] = str((path.parent / table["root"]).resolve())
+    return table
+
+
+def run_dataset(weights: str | None, spec: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The dataset a training run trained on, when ``--weights`` is a run folder or ``--spec`` a
+    file with a ``[dataset]`` table, and the file it came from."""
+    source = Path(spec) if spec else Path(weights) / RUN_SPEC if weights and Path(weights).is_dir() else None
+    if source is None or not source.is_file():
+        return None, ""
+    return spec_dataset_table(source), str(source)
+
+
+def held_out(table: dict[str, Any], source: str) -> dict[str, Any]:
+    """A run's training dataset turned into its held-out counterpart: the ``test`` split (else
+    ``val``), read deterministically (no random crop or flip)."""
+    try:
+        fields = sfumato.get_registry().get("dataset", table["type"]).Spec.model_fields
+    except sfumato.SpecError as exc:
+        raise sfumato.SpecError(f"{source}: [dataset]: {exc}") from None
+    splits = typing.get_args(fields["split"].annotation) if "split" in fields else ()
+    split = next((s for s in ("test", "val") if s in splits), None)
+    if split is None:
+        raise sfumato.SpecError(f"{source}: the run trained on [dataset] type {table['type']!r}, which has no test or "
+                                "val split to evaluate on; give --dataset TYPE --data ... for a held-out set")
+    held = {**table, "split": split}
+    held.update({k: v for k, v in DETERMINISTIC.items() if k in fields})
+    return held
+
+
+def dataset_spec(dataset_type: str | None, options: list[str], zero_shot: bool = False,
+                 run: tuple[dict[str, Any] | None, str] = (None, "")) -> dict[str, Any]:
+    """The spec of ``--dataset TYPE --data KEY=VALUE ...`` with the evaluation defaults; without
+    ``--dataset``, the held-out split of the dataset the run trained on (``run``: its
+    ``[dataset]`` table and the file it came from, from ``run_dataset``)."""
+    table, source = run
+    if dataset_type is None:
+        if table is None:
+            raise sfumato.SpecError("give the dataset to evaluate on with --dataset TYPE (or --weights a training run "
+                                    "folder, whose trained.toml names the dataset it trained on)")
+        dataset_type = table["type"]
+        spec = dict(table) if dataset_type == "shapes" else held_out(table, source)  # shapes: held-out seed below
+    else:
+        spec = {"type": dataset_type}
+        fields = sfumato.get_registry().get("dataset", dataset_type).Spec.model_fields
+        if "split" in fields and "test" in typing.get_args(fields["split"].annotation):
+            spec["split"] = "test"
     if dataset_type == "shapes":
         spec.update(SHAPES_DEFAULTS, **({"scenes": ["single"]} if zero_shot else {}))
     for option in options:

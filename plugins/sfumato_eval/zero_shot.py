@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .clip_inputs import add_clip_eval_arguments, image_embeddings, load_encoders
 from .commands import print_figures, write_json
-from .datasets import dataset_spec, read_items, shapes_vocabulary
+from .datasets import dataset_spec, run_dataset, read_items, shapes_vocabulary
 
 
 @dataclass
@@ -104,13 +104,13 @@ def shapes_tasks(items: list[dict[str, Any]]) -> list[ZeroShotTask]:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = dataset_spec(args.dataset, args.data, zero_shot=True)
+    spec = dataset_spec(args.dataset, args.data, zero_shot=True, run=run_dataset(args.weights, args.spec))
     items = read_items(sfumato.build("dataset", spec), args.limit)
-    tasks = shapes_tasks(items) if args.dataset == "shapes" else [labelled_task(items)]
+    tasks = shapes_tasks(items) if spec["type"] == "shapes" else [labelled_task(items)]
     text_encoder, image_encoder = load_encoders(args)
     results = {task.name: zero_shot_scores(text_encoder, image_encoder, task, args.batch_size) for task in tasks}
     for name, figures in results.items():
-        print_figures(f"zero-shot {name} on {args.dataset}", figures)
+        print_figures(f"zero-shot {name} on {spec['type']}", figures)
     if args.out:
         write_json(args.out, {"benchmark": "zero-shot", "dataset": spec, "tasks": results})
     return 0

@@ -1,6 +1,8 @@
 """First-party guidance: classifier-free (``cfg``), classifier (``classifier``) and CLIP
 (``clip``) guidance, plus the noise-aware classifier component (``noise-classifier``) that
-classifier guidance follows. See docs/guidance.md.
+classifier guidance follows; the combiners of classifier-free guidance (``cfg``, ``apg``,
+``cfg-zero-star``, ``tcfg``, ``perp-neg``); and guidance by a perturbed model (``pag``, ``seg``,
+``skip-layer``). See docs/guidance.md.
 
 Every method is a ``sfumato.Guidance`` that wraps a predictor ``(x_t, t, cond) -> Prediction``,
 so each works with every scheduler, including those that call the model twice per step, and
@@ -14,11 +16,13 @@ import sfumato
 from .cfg import ClassifierFreeGuidance
 from .classifier_guidance import ClassifierGuidance
 from .clip_guidance import CLIPGuidance
+from .combiners import COMBINERS
 from .noise_classifier import NoiseClassifier
+from .perturbed import PERTURBED
 
 SFUMATO_PLUGIN_API = 1
 
-COMPONENTS = (ClassifierFreeGuidance, ClassifierGuidance, CLIPGuidance, NoiseClassifier)
+COMPONENTS = (ClassifierFreeGuidance, ClassifierGuidance, CLIPGuidance, NoiseClassifier, *COMBINERS, *PERTURBED)
 
 
 @sfumato.hookimpl

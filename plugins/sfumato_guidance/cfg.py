@@ -1,4 +1,5 @@
-"""``cfg``: classifier-free guidance, with guidance rescale and a guidance interval.
+"""``cfg``: classifier-free guidance, with a choice of combiner, guidance rescale and a guidance
+interval.
 
 Ho & Salimans 2022, "Classifier-Free Diffusion Guidance" (https://arxiv.org/abs/2207.12598):
 
@@ -8,6 +9,10 @@ on x0 and eps at once (every parameterisation is affine in the network output wi
 coefficients, so this equals guiding the raw output). The conditional and unconditional passes
 run as ONE forward on a batch ``[negative, positive]``; ``scale = 1`` is exactly the
 conditional prediction and costs no extra pass.
+
+The combination itself is a component (``combiner``, ``sfumato.Combiner``): the formula above is
+the default ``cfg``; ``apg``, ``cfg-zero-star``, ``tcfg`` and third-party combiners replace it,
+and rescale and the interval apply to whatever the combiner returns.
 
 Guidance rescale (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
 Flawed", https://arxiv.org/abs/2305.08891, sec. 3.4), applied as diffusers'
@@ -35,6 +40,8 @@ from torch import Tensor
 
 import sfumato
 
+from .combiners import sample_dims
+
 
 def rescale_guided(
     guided: sfumato.Prediction, positive: sfumato.Prediction, phi: float, x: Tensor, t: Tensor,
@@ -43,15 +50,19 @@ def rescale_guided(
     """Guidance rescale (Lin et al. 2023, eq. 15-16) on the model's raw output (eps, v, velocity,
     EDM's F: whatever its formulation's network predicts, ``Formulation.to_output``)."""
     raw_guided, raw_positive = schedule.to_output(guided, x, t), schedule.to_output(positive, x, t)
-    dims = list(range(1, raw_guided.ndim))
+    dims = sample_dims(raw_guided)
     std_positive = raw_positive.std(dim=dims, keepdim=True)
     std_guided = raw_guided.std(dim=dims, keepdim=True)
-    rescaled = raw_guided * (std_positive / std_guided)
+    # An output with no spread of its own (CFG-Zero*'s zeroed steps: zero up to the rounding of the
+    # conversion to the raw output) stays as it is, rather than its rounding noise blown up to the
+    # conditional output's spread (diffusers divides 0 by 0 there).
+    flat = std_guided <= 1e-6 * std_positive
+    rescaled = raw_guided * torch.where(flat, 1.0, std_positive / std_guided)
     return schedule.to_prediction(phi * rescaled + (1 - phi) * raw_guided, x, t)
 
 
 class ClassifierFreeGuidance(sfumato.Guidance):
-    """Classifier-free guidance in one batched forward, with rescale and an interval."""
+    """Classifier-free guidance in one batched forward, with a combiner, rescale and an interval."""
 
     class Spec(sfumato.ComponentSpec):
         type: Literal["cfg"] = "cfg"
@@ -69,6 +80,12 @@ class ClassifierFreeGuidance(sfumato.Guidance):
             "outside it the conditional prediction is used.",
         )
 
+        combiner: sfumato.CombinerField = Field(
+            "cfg", description="How the conditional and unconditional predictions combine: a registered combiner "
+            "('cfg': uncond + scale * (cond - uncond); 'apg', 'cfg-zero-star', 'tcfg') or a table with its fields, "
+            "such as { type = \"apg\", momentum = -0.5 }.",
+        )
+
         @model_validator(mode="after")
         def _ordered_interval(self):
             start, end = self.interval
@@ -76,13 +93,25 @@ class ClassifierFreeGuidance(sfumato.Guidance):
                 raise ValueError(f"interval must satisfy 0 <= start <= end <= 1, got [{start}, {end}]")
             return self
 
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.combiner = sfumato.COMBINER.build(spec.combiner)
+
     def wrap(self, predictor: sfumato.Predictor, context: sfumato.GuidanceContext) -> sfumato.Predictor:
-        spec, schedule = self.spec, context.schedule
+        spec, schedule, combiner = self.spec, context.schedule, self.combiner
         limited = tuple(spec.interval) != (0.0, 1.0)
+        state: dict = {}  # the combiner's state for this run
+        own = combiner.branches(context)  # the combiner's extra predictions, this run's
+        declared = context.open_batch()  # those of guidance wrapped after this one
+
+        def conditional(x: Tensor, t: Tensor, cond: sfumato.Conditioning) -> sfumato.Prediction:
+            """The unguided prediction, with the declared branches that are active in the same forward."""
+            active = [branch for branch in declared if branch.active]
+            return sfumato.branches.evaluate(predictor, x, t, cond, active, negative=False)[1]
 
         def guided(x: Tensor, t: Tensor, cond: sfumato.Conditioning) -> sfumato.Prediction:
             if spec.scale == 1.0:
-                return predictor(x, t, cond)
+                return conditional(x, t, cond)
             if cond.negative is None:
                 raise ValueError(
                     "cfg needs a negative (unconditional) conditioning: give the pipeline a prompt or "
@@ -93,10 +122,11 @@ class ClassifierFreeGuidance(sfumato.Guidance):
                 position = 1 - t.float() / (schedule.num_timesteps - 1)
                 inside = (position >= spec.interval[0]) & (position <= spec.interval[1])  # (B,)
                 if not bool(inside.any()):
-                    return predictor(x, t, cond)
-            both = predictor(torch.cat([x, x]), torch.cat([t, t]), sfumato.Conditioning.cat([cond.negative, cond]))
-            uncond, positive = both.chunk(2)
-            out = uncond.lerp(positive, spec.scale)
+                    return conditional(x, t, cond)
+            active = [branch for branch in declared if branch.active]
+            uncond, positive = sfumato.branches.evaluate(predictor, x, t, cond, own + active)
+            out = combiner.combine(positive, uncond, spec.scale, sfumato.CombineContext(
+                x, t, context, state, [branch.prediction for branch in own]))
             if spec.rescale > 0:
                 out = rescale_guided(out, positive, spec.rescale, x, t, schedule)
             if inside is not None and not bool(inside.all()):

@@ -26,6 +26,8 @@ MODELS = {
                     "the digits CLIP's text tower, cross-attention U-Net)"),
     "digits-guided": ("digits/guided.toml", "digits 0-9 by classifier guidance alone: the digits U-Net run "
                       "unconditionally, steered by a noise-aware classifier (16x16)"),
+    "digits-flow": ("digits/flow.toml", "class-conditional digits 0-9 from a DiT trained by flow matching "
+                    "(rectified flow, Euler; 16x16)"),
 }
 
 

@@ -1,5 +1,12 @@
 """``train-clip`` (from scratch) and ``train-clip-finetune`` (new projection heads on pretrained towers):
-sfumato's one implementation of CLIP fine-tuning (docs/clip.md)."""
+sfumato's one implementation of CLIP fine-tuning (docs/clip.md).
+
+A run's folder is one CLIP: its ``trained.toml`` points ``[text_encoder]`` and ``[image_encoder]``
+at the towers (the trained ones, or the frozen originals), at the fine-tuning heads
+(``head = "heads.safetensors"``) and records the learned ``logit_scale``, so every CLIP command
+takes ``--weights RUN`` or ``--spec RUN/trained.toml``. The recipes write those fields into the
+encoders' specs when they save (the specs are what the trainer writes into ``trained.toml``).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +21,25 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from .batches import require_field
-from .contrastive import ProjectionHead, Temperature, caption_groups, info_nce
+from .contrastive import MAX_LOG_SCALE, Temperature, caption_groups, info_nce, retrieval_accuracy, siglip_loss, soft_target_loss
 
 #: The class prompt of ``objective = "labels"`` when neither ``label_template`` nor the dataset gives one.
 DEFAULT_LABEL_TEMPLATE = "a photo of a {}"
+#: SigLIP's initial logit scale and bias, t = 10 and b = -10 (https://arxiv.org/abs/2303.15343, section 3.1).
+SIGLIP_LOG_SCALE, SIGLIP_BIAS = math.log(10.0), -10.0
+
+
+def record_in_spec(encoder: nn.Module, **fields: Any) -> None:
+    """Set spec fields of an encoder that has them (``clip-text`` / ``clip-image``; other encoder
+    types keep their specs): what the run's ``trained.toml`` and saved tower files then record."""
+    spec = getattr(encoder, "spec", None)
+    for name, value in fields.items():
+        if spec is not None and name in type(spec).model_fields:
+            setattr(spec, name, value)
+
+
+def learned_log_scale(temperature: Temperature) -> float:
+    return round(float(temperature.log_scale.detach().clamp(max=MAX_LOG_SCALE)), 6)
 
 
 class CLIPRecipe(sfumato.Recipe):
@@ -43,6 +65,12 @@ class CLIPRecipe(sfumato.Recipe):
         groups = caption_groups(captions, image_embeds.device) if self.spec.duplicate_captions == "positives" else None
         loss, accuracy = info_nce(image_embeds, text_embeds, self.temperature(), groups)
         return loss, {"accuracy": accuracy, "logit_scale": self.temperature().detach()}
+
+    def save(self, out: Path, suffix: str = "") -> dict[str, Path]:
+        """The towers (their specs recording the learned logit scale) and ``temperature.safetensors``."""
+        for encoder in (self.text_encoder, self.image_encoder):
+            record_in_spec(encoder, logit_scale=learned_log_scale(self.temperature))
+        return super().save(out, suffix)
 
 
 class TrainCLIP(sfumato.TrainingTask):
@@ -86,18 +114,39 @@ class TrainCLIP(sfumato.TrainingTask):
 
 
 class FinetuneHeads(nn.Module):
-    """The modules fine-tuning adds: a projection head per tower and a learnable temperature.
+    """The modules fine-tuning adds: a projection head per tower, a learnable temperature and, for
+    SigLIP, a logit bias.
 
-    A run saves them as ``heads.safetensors``; ``FinetuneHeads.load`` reads them back, and
-    ``text_head(text_encoder.encode(texts).pooled)`` and ``image_head(image_encoder.encode(images).pooled)``
-    embed into the fine-tuned space (compare them by cosine similarity).
+    A run saves them as ``heads.safetensors`` and points its ``trained.toml`` at it, so the CLIP
+    encoders apply the heads (``--weights RUN``). ``FinetuneHeads.load`` reads them back for code of
+    your own: ``text_head(text_encoder.encode(texts).pooled)`` and
+    ``image_head(image_encoder.encode(images).pooled)`` embed into the fine-tuned space (compare
+    them by cosine similarity); ``temperature()`` is the learned logit scale.
+
+    The heads are the clip plugin's ``ProjectionHead``, made by the encoders' ``projection_head``
+    (the encoder that later applies a head is the one that defines it).
     """
 
-    def __init__(self, text_dim: int, image_dim: int, projection_dim: int, dropout: float = 0.1):
+    def __init__(self, text_head: nn.Module, image_head: nn.Module, logit_scale_init: float = math.log(1 / 0.07),
+                 logit_bias_init: float | None = None):
         super().__init__()
-        self.text_head = ProjectionHead(text_dim, projection_dim, dropout)
-        self.image_head = ProjectionHead(image_dim, projection_dim, dropout)
-        self.temperature = Temperature()
+        self.text_head, self.image_head = text_head, image_head
+        self.temperature = Temperature(logit_scale_init)
+        self.logit_bias = nn.Parameter(torch.tensor(logit_bias_init)) if logit_bias_init is not None else None
+
+    @classmethod
+    def create(cls, text_encoder: nn.Module, image_encoder: nn.Module, projection_dim: int, dropout: float = 0.1,
+               **init: Any) -> FinetuneHeads:
+        """Fresh heads from the width of each encoder's pooled output to ``projection_dim``."""
+        heads = []
+        for table, encoder in (("text_encoder", text_encoder), ("image_encoder", image_encoder)):
+            make = getattr(encoder, "projection_head", None)
+            if make is None:
+                raise sfumato.SpecError(f"[task] train-clip-finetune adds a projection head to each CLIP tower, but "
+                                        f"[{table}] type {encoder.spec.type!r} provides none; use clip-text and "
+                                        "clip-image encoders")
+            heads.append(make(encoder.embed_dim, projection_dim, dropout))
+        return cls(*heads, **init)
 
     @classmethod
     def load(cls, path: str | Path) -> FinetuneHeads:
@@ -109,7 +158,10 @@ class FinetuneHeads(nn.Module):
             raise sfumato.WeightsError(f"{path}: not the heads of a train-clip-finetune run (it has no "
                                        "text_head.proj.weight and image_head.proj.weight matrices); give the "
                                        "heads.safetensors the run wrote")
-        heads = cls(text.shape[1], image.shape[1], text.shape[0])  # proj: (projection_dim, tower width)
+        make = sfumato.get_registry().get("encoder", "clip-text").projection_head
+        bias = state.get("logit_bias")
+        heads = cls(make(text.shape[1], text.shape[0]), make(image.shape[1], image.shape[0]),  # proj: (out, in)
+                    logit_bias_init=None if bias is None else float(bias))
         return sfumato.load_into(heads, state, source=str(path)).eval()
 
 
@@ -119,7 +171,9 @@ class CLIPFinetuneRecipe(sfumato.Recipe):
     def __init__(self, spec: Any, text_encoder: nn.Module, image_encoder: nn.Module, prompts: list[str]):
         self.spec = spec
         self.text_encoder, self.image_encoder = text_encoder, image_encoder
-        self.heads = FinetuneHeads(text_encoder.embed_dim, image_encoder.embed_dim, spec.projection_dim, spec.dropout)
+        siglip = spec.objective == "captions" and spec.caption_loss == "siglip"
+        init = {"logit_scale_init": SIGLIP_LOG_SCALE, "logit_bias_init": SIGLIP_BIAS} if siglip else {}
+        self.heads = FinetuneHeads.create(text_encoder, image_encoder, spec.projection_dim, spec.dropout, **init)
         trainable: dict[str, nn.Module] = {"heads": self.heads}
         frozen: dict[str, nn.Module] = {}
         for name, module, train in (("text_encoder", text_encoder, spec.train_text),
@@ -141,14 +195,33 @@ class CLIPFinetuneRecipe(sfumato.Recipe):
     def loss(self, batch: dict[str, Any], ctx: sfumato.StepContext):
         image_embeds = self.encode_image(batch["image"])  # (B, P)
         if self.spec.objective == "captions":
-            loss, accuracy = info_nce(image_embeds, self.encode_text(require_field(batch, "caption", self.spec.type)),
-                                      self.heads.temperature())
-            return loss, {"accuracy": accuracy}
+            text_embeds = self.encode_text(require_field(batch, "caption", self.spec.type))  # (B, P)
+            return self.caption_loss(image_embeds, text_embeds), {"accuracy": retrieval_accuracy(image_embeds, text_embeds)}
         labels = require_field(batch, "label", self.spec.type)
         label_embeds = F.normalize(self.encode_text(self.prompts).float(), dim=-1)  # (C, P)
         logits = self.heads.temperature() * F.normalize(image_embeds.float(), dim=-1) @ label_embeds.T  # (B, C)
         loss = F.cross_entropy(logits, labels)
         return loss, {"accuracy": (logits.argmax(dim=1) == labels).float().mean()}
+
+    def caption_loss(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
+        """The ``caption_loss`` of matching image-caption pairs."""
+        if self.spec.caption_loss == "siglip":
+            return siglip_loss(image_embeds, text_embeds, self.heads.temperature(), self.heads.logit_bias)
+        if self.spec.caption_loss == "soft_targets":
+            return soft_target_loss(image_embeds.float(), text_embeds.float())
+        return info_nce(image_embeds, text_embeds, self.heads.temperature())[0]
+
+    def save(self, out: Path, suffix: str = "") -> dict[str, Path]:
+        """``heads.safetensors`` (and any trained tower); then the encoders' specs name the heads
+        and the learned logit scale, which the run's ``trained.toml`` records. A tower file is
+        saved before its spec names the heads: the file holds the bare tower."""
+        for encoder in (self.text_encoder, self.image_encoder):
+            record_in_spec(encoder, head=None)
+        saved = super().save(out, suffix)
+        for encoder in (self.text_encoder, self.image_encoder):
+            record_in_spec(encoder, head=saved["heads"].name, logit_scale=learned_log_scale(self.heads.temperature))
+        return saved
+
 
 
 class TrainCLIPFinetune(sfumato.TrainingTask):
@@ -167,6 +240,11 @@ class TrainCLIPFinetune(sfumato.TrainingTask):
         type: Literal["train-clip-finetune"] = "train-clip-finetune"
         objective: Literal["labels", "captions"] = Field(
             "labels", description="labels: cross-entropy over label prompts; captions: contrastive on captions."
+        )
+        caption_loss: Literal["info_nce", "siglip", "soft_targets"] = Field(
+            "info_nce", description="objective = 'captions': CLIP's symmetric InfoNCE; SigLIP's sigmoid loss (with a "
+            "learnable logit bias, t = 10 and b = -10 at the start); or the Flickr8k reference's soft targets "
+            "(softmax of the in-modality similarities, detached)."
         )
         projection_dim: int = Field(256, ge=1, description="Width of the new joint embedding space.")
         dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the projection heads.")

@@ -1,5 +1,7 @@
-"""Contrastive image-text training pieces: symmetric InfoNCE, a learnable temperature and the
-projection head added for fine-tuning."""
+"""Contrastive image-text training pieces: a learnable temperature and the caption losses,
+symmetric InfoNCE (multi-positive), SigLIP's sigmoid loss and the Flickr8k reference's soft-target
+loss. (The projection head fine-tuning adds is the clip plugin's: the encoders apply it after
+training, so they provide it, ``projection_head``.)"""
 
 from __future__ import annotations
 
@@ -58,18 +60,46 @@ def info_nce(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor,
     return loss, accuracy
 
 
-class ProjectionHead(nn.Module):
-    """``LayerNorm(p + dropout(fc(gelu(p))))`` with ``p = proj(x)``: a new embedding space on top
-    of a pretrained tower's pooled output (the projection head of the Flickr8k reference
-    implementation, "OpenAI CLIP simple implementation", M. Shariatnia)."""
+def siglip_loss(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+    """SigLIP's pairwise sigmoid loss (https://arxiv.org/abs/2303.15343, eq. 1): each image-text pair
+    is an independent binary classification, ``-mean_i sum_j log sigmoid(z_ij (t * cos_ij + b))``
+    with ``z_ij = 1`` on the diagonal and -1 elsewhere; ``scale`` is ``t`` (SigLIP starts at 10)
+    and ``bias`` is ``b`` (-10)."""
+    image_embeds, text_embeds = F.normalize(image_embeds.float(), dim=-1), F.normalize(text_embeds.float(), dim=-1)
+    logits = scale * image_embeds @ text_embeds.T + bias  # (B, B)
+    signs = 2 * torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype) - 1
+    return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.1):
-        super().__init__()
-        self.proj = nn.Linear(in_dim, out_dim)
-        self.fc = nn.Linear(out_dim, out_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(out_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        projected = self.proj(x)  # (B, out_dim)
-        return self.norm(projected + self.dropout(self.fc(F.gelu(projected))))
+def soft_target_loss(image_embeds: Tensor, text_embeds: Tensor, temperature: float = 1.0) -> Tensor:
+    """The Flickr8k reference loss ("OpenAI CLIP simple implementation", M. Shariatnia), with its
+    soft targets detached.
+
+    ``logits = text @ image.T / temperature`` and the targets are
+    ``softmax((image @ image.T + text @ text.T) / 2 * temperature)``: captions of similar images
+    share credit, which suits datasets whose captions repeat. Embeddings are used as the
+    projection heads return them (not normalised), as in the reference.
+
+    The reference lets gradients flow into the targets as well. The targets are then a second
+    output of the same embeddings, and the loss can be lowered by moving the *targets* towards
+    the predictions (its gradient w.r.t. the targets is ``-log p``: mass is pulled to wherever
+    the model already predicts) instead of moving the predictions towards the targets. That
+    self-confirming signal does not reward matching an image with its caption, and it admits
+    degenerate fixed points such as all embeddings equal, where targets and predictions are both
+    uniform. Detaching makes the targets a fixed teacher for each step, so only the predictions
+    move; the loss value is unchanged.
+    """
+    logits = text_embeds @ image_embeds.T / temperature  # (B_txt, B_img)
+    image_similarity = image_embeds @ image_embeds.T
+    text_similarity = text_embeds @ text_embeds.T
+    targets = F.softmax((image_similarity + text_similarity) / 2 * temperature, dim=-1).detach()
+    text_loss = F.cross_entropy(logits, targets, reduction="none")
+    image_loss = F.cross_entropy(logits.T, targets.T, reduction="none")
+    return ((image_loss + text_loss) / 2).mean()
+
+
+def retrieval_accuracy(image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
+    """In-batch image->text retrieval accuracy: the share of images whose nearest caption (cosine)
+    is their own."""
+    similarity = F.normalize(image_embeds.float(), dim=-1) @ F.normalize(text_embeds.float(), dim=-1).T
+    return (similarity.argmax(dim=1) == torch.arange(len(similarity), device=similarity.device)).float().mean()

@@ -4,6 +4,8 @@ An Euler step to ``sigma_next`` gives a trial point; the model's derivative ther
 the first one (the trapezoidal rule), so each step costs two model calls and is second order.
 The last step, to sigma = 0 where the derivative is undefined, is a plain Euler step: like
 k-diffusion's ``sample_heun`` and diffusers' ``HeunDiscreteScheduler``, N steps make 2N - 1 calls.
+With ``s_churn > 0`` each step first adds noise up to ``sigma_hat`` and steps from there
+(``churn``: Algorithm 2 in full, as k-diffusion's ``sample_heun`` computes it).
 """
 
 from __future__ import annotations
@@ -12,22 +14,21 @@ from typing import Literal
 
 import sfumato
 
-from .sigma_space import SigmaSpaceScheduler
+from .churn import ChurningScheduler, ChurnOptions
 from .spacing import SigmaStepOptions
 
 
-class Heun(SigmaSpaceScheduler):
-    """Second-order, deterministic, two model calls per step (one on the last)."""
+class Heun(ChurningScheduler):
+    """Second-order, two model calls per step (one on the last); deterministic unless it churns."""
 
     model_calls_per_step = 2
     order = 2
 
-    class Spec(SigmaStepOptions):
+    class Spec(SigmaStepOptions, ChurnOptions):
         type: Literal["heun"] = "heun"
 
     def step(self, model, x, plan, i, carry=None, noise=None):
-        dsigma = self.dsigma(plan, i)
-        prediction = self.predict(model, x, plan, i)
+        x, prediction, dsigma = self.start(model, x, plan, i, noise)
         d = self.derivative(plan, prediction)  # dx/dsigma = (x - x0) / sigma
         x_euler = x + d * dsigma
         if i == len(plan) - 1:

@@ -82,6 +82,13 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
         alphas = schedule.alpha(sigmas)
         return {"input_scale": (alphas**2 + sigmas**2).sqrt(), "dsigma": sigmas[1:] - sigmas[:-1]}
 
+    def tables(self, plan: sfumato.SamplingPlan, name: str) -> dict[str, Tensor]:
+        """The plan's per-step tables when they hold ``name`` (this sampler planned it), else
+        this sampler's ``step_tables`` for the plan's levels (a plan built by hand)."""
+        if plan.extra and name in plan.extra:
+            return plan.extra
+        return self.step_tables(plan.sigmas, plan.schedule)
+
     def noised(self, x0, noise, plan, i):
         return plan.schedule.noised_native(x0, noise, plan.sigmas[i])
 
@@ -126,3 +133,64 @@ def checked_sigmas(sigma_schedule: sfumato.SigmaSchedule, sigmas: Tensor, steps:
             f"level {i + 1} is {float(sigmas[i + 1]):.6g}"
         )
     return sigmas.to(torch.float32)
+
+
+def level_tables(schedule: sfumato.Formulation, sigmas: Tensor, name: str) -> dict[str, Tensor]:
+    """``{name}_timestep`` and ``{name}_input_scale`` (``sqrt(alpha^2 + sigma^2)``) at native levels
+    ``sigmas``: how the model is called at levels a sampler visits between the plan's boundaries
+    (DPM-2's midpoints, a solver's stages); ``predict_at`` reads them."""
+    alphas = schedule.alpha(sigmas)
+    return {f"{name}_timestep": schedule.timestep_at(sigmas), f"{name}_input_scale": (alphas**2 + sigmas**2).sqrt()}
+
+
+def predict_at(model: sfumato.Model, x: Tensor, tables: dict[str, Tensor], name: str, i: int) -> sfumato.Prediction:
+    """The model's prediction for the native sample ``x`` at step ``i``'s level ``name`` of
+    ``level_tables``."""
+    return model(x / tables[f"{name}_input_scale"][i], tables[f"{name}_timestep"][i].expand(x.shape[0]))
+
+
+def variance_exploding_levels(schedule: sfumato.Formulation, sigmas: Tensor) -> Tensor:
+    """``s = sigma / alpha(sigma)``: the noise level of ``x / alpha = x0 + s eps``, where noise can be
+    added and removed as in k-diffusion's variance-exploding samplers (``sigma`` itself for VP and
+    EDM; ``inf`` where ``alpha = 0``, flow matching's pure noise)."""
+    return sigmas / schedule.alpha(sigmas)
+
+
+def ancestral_split(schedule: sfumato.Formulation, sigmas: Tensor, eta: float) -> dict[str, Tensor]:
+    """The ancestral step of each interval of ``sigmas`` ``[N + 1]`` (k-diffusion's
+    ``get_ancestral_step``), made on the variance-exploding levels ``s`` so that it keeps the
+    marginal ``alpha x0 + sigma eps`` of every formulation:
+
+        s_up   = min(s_next, eta * s_next * sqrt(1 - r^2)),        r = s_next / s (0 where s = inf)
+        s_down = sqrt(s_next^2 - s_up^2) = s_next * sqrt(max(0, 1 - eta^2 (1 - r^2)))
+
+    A step goes deterministically to ``sigma_down``, the native level of ``s_down``, then renoises
+    with ``x_next = renoise * x_down + sigma_up * noise``. Returns ``[N]`` tables ``sigma_down``,
+    ``sigma_up`` (``alpha_next * s_up``) and, only where the signal scale is not 1, ``renoise``
+    (``alpha_next / alpha(sigma_down)``); for VP and EDM these are k-diffusion's values.
+
+    ``s_down`` is computed in float64 from the second form: the references' first form cancels
+    digits (it is ``s_next r`` at ``eta = 1``), losing ``(s_next / s_down)^2`` ulps (2% in float32 on
+    the cosine schedule's first step from sigma 20291), which a sampler that evaluates the model
+    between ``sigma`` and ``sigma_down`` (DPM-2's midpoint) would carry into the sample.
+    """
+    sigmas64 = sigmas.double()
+    s = variance_exploding_levels(schedule, sigmas64)
+    s_down, s_up = ancestral_levels(s[:-1], s[1:], eta)
+    c = schedule.signal_slope
+    if c == 0:
+        tables = {"sigma_down": s_down, "sigma_up": s_up}
+    else:
+        sigma_down = s_down / (1 + c * s_down)  # the native level of s_down
+        alpha_next = schedule.alpha(sigmas64[1:])
+        tables = {"sigma_down": sigma_down, "sigma_up": alpha_next * s_up,
+                  "renoise": alpha_next / schedule.alpha(sigma_down)}
+    return {name: values.to(sigmas.dtype) for name, values in tables.items()}
+
+
+def ancestral_levels(s: Tensor, s_next: Tensor, eta: float) -> tuple[Tensor, Tensor]:
+    """``(s_down, s_up)`` of ancestral steps between variance-exploding levels ``s`` and
+    ``s_next`` (any matching shapes; see ``ancestral_split``, which applies it to a plan)."""
+    r = s_next / s  # 0 where s = inf
+    s_up = torch.minimum(s_next, eta * s_next * (1 - r**2).sqrt())
+    return s_next * (1 - eta**2 * (1 - r**2)).clamp(min=0).sqrt(), s_up

@@ -143,6 +143,16 @@ class UNet(sfumato.Denoiser):
 
     # -- formats --------------------------------------------------------------------------------
 
+    def foreign_module_names(self, format: str) -> dict[str, sfumato.AdapterTarget] | None:
+        """The linear and convolution layers under diffusers' ``UNet2DConditionModel`` /
+        ``UNet2DModel`` names, for adapters written for them (``format="diffusers"``; None for
+        other formats). This U-Net's module names are diffusers' own (its checkpoints load without
+        renaming), so each layer is named as it is here."""
+        if format != "diffusers":
+            return None
+        return {name: sfumato.AdapterTarget(name) for name, module in self.named_modules()
+                if isinstance(module, (nn.Linear, nn.Conv2d))}
+
     @classmethod
     def from_diffusers(cls, folder: str | Path, allow_pickle: bool = False) -> UNet:
         """Build from a diffusers component folder (``config.json`` +

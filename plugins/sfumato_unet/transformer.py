@@ -1,5 +1,9 @@
 """The Stable Diffusion transformer block: self-attention, cross-attention to text tokens, and a
-GEGLU feed-forward, applied to a feature map (Rombach et al., https://arxiv.org/abs/2112.10752)."""
+GEGLU feed-forward, applied to a feature map (Rombach et al., https://arxiv.org/abs/2112.10752).
+
+Each transformer block is a ``block`` perturbation point (``sfumato.PatchPoint``), named by its
+module path (``down_blocks.1.attentions.0.transformer_blocks.0``): a model patch may replace the
+whole block for some rows of a forward (skip-layer guidance skips it)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from functools import partial
 
 from einops import rearrange
 from torch import Tensor, nn
+
+import sfumato
 
 from .attention import Attention
 
@@ -36,8 +42,11 @@ class FeedForward(nn.Module):
         return x
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm self-attention, cross-attention and feed-forward, each with a residual."""
+class TransformerBlock(sfumato.PatchPoint, nn.Module):
+    """Pre-norm self-attention, cross-attention and feed-forward, each with a residual; a ``block``
+    perturbation point."""
+
+    point_kind = sfumato.model_patches.BLOCK
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -48,8 +57,13 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, dropout)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        x = x + self.attn1(self.norm1(x))
+    def forward(self, x: Tensor, context: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """:param x: ``[B, N, dim]`` tokens of a ``size`` (height, width) feature map.
+        :param context: ``[B, L, context_dim]``. :returns: ``[B, N, dim]``."""
+        return self.run_block(self._block, x, context, size)
+
+    def _block(self, x: Tensor, context: Tensor, size: tuple[int, int] | None) -> Tensor:
+        x = x + self.attn1(self.norm1(x), size=size)
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
 
@@ -79,14 +93,14 @@ class SpatialTransformer(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """:param x: ``[B, C, H, W]``. :param context: ``[B, L, context_dim]``. :returns: ``[B, C, H, W]``."""
-        _, _, height, _ = x.shape
+        _, _, height, width = x.shape
         h = self.norm(x)
         if self.linear_projection:
             h = self.proj_in(rearrange(h, "b c h w -> b (h w) c"))  # (B, H*W, inner)
         else:
             h = rearrange(self.proj_in(h), "b c h w -> b (h w) c")  # (B, H*W, inner)
         for block in self.transformer_blocks:
-            h = block(h, context)
+            h = block(h, context, (height, width))
         if self.linear_projection:
             h = rearrange(self.proj_out(h), "b (h w) c -> b c h w", h=height)
         else:

@@ -31,6 +31,13 @@ def tiny_clip(embed_dim: int) -> CLIP:
                            vision=VisionConfig(image_size=32, patch_size=8, width=32, layers=1, heads=4, mlp_width=64)))
 
 
+def siglip_clip() -> CLIP:
+    """A tiny CLIP with a learnable logit bias, which transformers' CLIPModel cannot hold."""
+    model = tiny_clip(32)
+    config = model.config.model_copy(update={"logit_bias_init": -10.0})
+    return CLIP(config)
+
+
 def write_png(path: Path, seed: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
@@ -91,7 +98,7 @@ CASES = [
     Case("classify-empty-labels", [*CLASSIFY, "--labels", ",", *A], ["--labels", "at least two"], ONE_IMAGE),
     Case("classify-blank-labels", [*CLASSIFY, "--labels", " , ,", *A], ["--labels", "at least two"], ONE_IMAGE),
     Case("classify-one-label", [*CLASSIFY, "--labels", "cat", *A], ["--labels", "at least two"], ONE_IMAGE),
-    Case("classify-repeated-label", [*CLASSIFY, "--labels", "cat,dog,cat", *A], ["'cat'", "more than once"],
+    Case("classify-repeated-label-only", [*CLASSIFY, "--labels", "cat,cat", *A], ["--labels", "two distinct"],
          ONE_IMAGE),
     Case("classify-k-zero", [*CLASSIFY, *LABELS, "-k", "0", *A], ["-k", "1 or more"], ONE_IMAGE),
     Case("classify-k-negative", [*CLASSIFY, *LABELS, "-k", "-1", *A], ["-k", "1 or more"], ONE_IMAGE),
@@ -100,6 +107,12 @@ CASES = [
     Case("classify-template-named-slot", [*CLASSIFY, *LABELS, "--template", "a {label}", *A],
          ["--template", "{label}"], ONE_IMAGE),
     Case("classify-no-model", [*CLASSIFY, *LABELS], ["--weights"], ONE_IMAGE),
+    Case("classify-unknown-format", [*CLASSIFY, *LABELS, "--format", "xml", *A], ["--format", "json"], ONE_IMAGE),
+    Case("classify-run-folder-without-text-tower", [*CLASSIFY, *LABELS, "--weights", "run"],
+         ["run/trained.toml", "[text_encoder]"],
+         setup(images=("img.png",), files={"run/trained.toml": '[dataset]\ntype = "digits"\n'})),
+    Case("classify-run-folder-damaged-spec", [*CLASSIFY, *LABELS, "--weights", "run"], ["run/trained.toml", "damaged"],
+         setup(images=("img.png",), files={"run/trained.toml": "[text_encoder\n"})),
     Case("classify-missing-weights", [*CLASSIFY, *LABELS, "--weights", "nowhere.safetensors"],
          ["nowhere.safetensors"], ONE_IMAGE),
     Case("classify-spec-without-image-encoder", [*CLASSIFY, *LABELS, "--spec", "clip.toml"], ["[image_encoder]"],
@@ -191,7 +204,25 @@ CASES = [
          setup(links=(), folders=("run",))),
     Case("tokenizer-out-exists", ["tokenizer", SHAPES_JSON, "--out", "tokenizer.json"], ["tokenizer.json", "--overwrite"],
          setup(links=(), files={"tokenizer.json": "{}"})),
+    # export-clip: the output and the model
+    Case("export-out-exists", ["export-clip", "--out", "old.safetensors", *A], ["--out", "old.safetensors", "--overwrite"],
+         setup(files={"old.safetensors": "the user's file"})),
+    Case("export-out-is-a-directory", ["export-clip", "--out", "dir", *A], ["--out", "directory"],
+         setup(folders=("dir",))),
+    Case("export-transformers-out-not-empty", ["export-clip", "--out", "hf", "--format", "transformers", *A],
+         ["--out", "not empty", "--overwrite"], setup(files={"hf/keep.txt": "mine"})),
+    Case("export-transformers-out-is-a-file", ["export-clip", "--out", "hf", "--format", "transformers", *A],
+         ["--out", "is a file"], setup(files={"hf": "a file"})),
+    Case("export-unknown-format", ["export-clip", "--out", "x.safetensors", "--format", "onnx", *A], ["--format"],
+         setup()),
+    Case("export-no-model", ["export-clip", "--out", "x.safetensors"], ["--weights"], setup()),
+    Case("export-siglip-to-transformers", ["export-clip", "--out", "hf", "--format", "transformers", "--weights",
+                                           "siglip.safetensors"], ["logit bias"],
+         setup(links=(), extra=lambda root: save_clip(siglip_clip(), root / "siglip.safetensors"))),
     # eval zero-shot / retrieval: the dataset and the options
+    Case("eval-no-dataset-and-no-run", [*ZERO_SHOT[:2], *A], ["--dataset"], setup()),
+    Case("eval-run-dataset-without-held-out-split", [*ZERO_SHOT[:2], "--spec", "run.toml"], ["run.toml", "shpaes"],
+         setup(files={"run.toml": '[dataset]\ntype = "shpaes"\n'})),
     Case("zero-shot-unknown-dataset", [*ZERO_SHOT, "shpaes", *A], ["shpaes", "shapes"], setup()),
     Case("zero-shot-imagefolder-without-root", [*ZERO_SHOT, "imagefolder", *A], ["root", "missing"], setup()),
     Case("zero-shot-imagefolder-root-missing", [*ZERO_SHOT, "imagefolder", "--data", "root=nowhere", *A],

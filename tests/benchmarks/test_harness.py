@@ -10,6 +10,7 @@ import torch
 pytest.importorskip("diffusers")
 
 from benchmarks import run  # noqa: E402
+from benchmarks.cases import SCHEDULER_PAIRS  # noqa: E402
 from benchmarks.measure import count_flops, interleaved_medians, peak_memory_mib  # noqa: E402
 from benchmarks.report import END, START, write_report  # noqa: E402
 from benchmarks.worker import time_case  # noqa: E402
@@ -45,8 +46,7 @@ def test_the_suite_writes_json_and_the_table(tmp_path):
                   "--out", str(out), "--doc", str(doc)])
     assert exit_code.value.code == 0
     results = json.loads(out.read_text())
-    assert {r["row"] for r in results["rows"]} == {f"scheduler-{k}" for k in
-                                                    ("ddpm", "ddim", "euler", "euler-ancestral", "heun", "dpmpp-2m")}
+    assert {r["row"] for r in results["rows"]} == {f"scheduler-{k}" for k in SCHEDULER_PAIRS}
     assert all(r["sfumato_s"] > 0 and r["reference_s"] > 0 for r in results["rows"])
     assert results["machine"]["matmul_peak_flops"]["float32"] > 0 and results["command"].startswith("python -m")
     text = doc.read_text()

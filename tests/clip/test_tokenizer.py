@@ -68,12 +68,13 @@ def test_ids_equal_transformers_on_200_strings(reference):
     assert not mismatched, mismatched[:5]
 
 
-def test_long_text_is_truncated_with_a_warning_that_counts_dropped_tokens():
+def test_long_texts_are_truncated_with_one_warning_per_call(recwarn):
     tokenizer = TextTokenizer.bundled()
-    with pytest.warns(UserWarning, match=r"last 25 token\(s\) were dropped"):
-        batch = tokenizer(["word " * 100])  # 100 tokens + start + end = 102
-    assert batch.input_ids.shape == (1, 77)
-    assert batch.input_ids[0, -1].item() == 49407 and batch.mask.all()
+    batch = tokenizer(["word " * 100, "a cat", "word " * 90])  # 100 tokens + start + end = 102
+    assert len(recwarn) == 1
+    assert "2 of 3 caption(s)" in str(recwarn[0].message) and "102 tokens" in str(recwarn[0].message)
+    assert batch.input_ids.shape == (3, 77)
+    assert batch.input_ids[0, -1].item() == 49407 and batch.mask[0].all()
 
 
 def test_mask_covers_start_to_end_token():

@@ -95,3 +95,20 @@ def test_empty_caption_file_corrupt_image_and_bad_root_are_clear_errors(kaggle, 
         Flickr8kDataset.from_spec({"root": str(kaggle)})
     with pytest.raises(sfumato.SpecError, match="root = .*does not exist"):
         Flickr8kDataset.from_spec({"root": str(tmp_path / "missing")})
+
+
+def test_an_unquoted_comma_does_not_cut_a_caption(tmp_path, image_writer):
+    """The Kaggle file quotes captions with commas; a hand-edited one may not. The image name never
+    holds a comma, so the rest of the row is the caption, commas and all."""
+    image_writer(tmp_path / "Images" / "a.jpg", (10, 20, 30))
+    (tmp_path / "captions.txt").write_text('image,caption\na.jpg,A dog, wet, runs .\na.jpg,"A dog, quoted ."\n'
+                                           'a.jpg,A "so-called" dog .\n')
+    data = Flickr8kDataset.from_spec({"root": str(tmp_path), "split": "all", "resolution": 8})
+    assert data[0]["captions"] == ["A dog, wet, runs .", "A dog, quoted .", 'A "so-called" dog .']
+
+
+def test_a_kaggle_file_without_its_header_is_named(tmp_path, image_writer):
+    image_writer(tmp_path / "Images" / "a.jpg", (10, 20, 30))
+    (tmp_path / "captions.txt").write_text("image,text\na.jpg,a dog\n")
+    with pytest.raises(DatasetError, match="captions.txt.*image,caption"):
+        Flickr8kDataset.from_spec({"root": str(tmp_path), "split": "all"})

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sfumato.cli import main
 from sfumato_clip import CLIP, CLIPConfig, TextConfig, VisionConfig, save_clip
 from sfumato_data import COLORS, SHAPES, ShapesDataset
-from sfumato_eval import ZeroShotTask, detect_shapes
+from sfumato_eval import ZeroShotTask, detect_shapes, retrieval_recall
 from sfumato_eval.datasets import dataset_spec
 from sfumato_eval.retrieval import retrieval_scores, retrieval_set
 from sfumato_eval.zero_shot import labelled_task, shapes_tasks, zero_shot_scores
@@ -154,6 +154,24 @@ def test_retrieval_counts_any_of_an_images_captions_as_a_hit():
     # Only the "near" captions: image i's nearest caption is "near i-1", its own is second.
     only_near = retrieval_scores(LookupText(table), image_encoder, images, [[f"near {i}"] for i in range(4)])
     assert only_near["image_to_text@1"] == 0.0 and only_near["image_to_text@5"] == 1.0
+
+
+def test_an_identical_caption_of_another_image_is_a_hit_not_a_miss():
+    """Digits-like: six images of three classes, each captioned "digit c"; every image embeds as
+    its class and every caption as its class. Matching by row would make image-to-text@1 depend on
+    which of the identical captions comes first (at best 1/2 here); by text it is 1."""
+    e = torch.eye(CLASSES)
+    classes = [0, 0, 1, 1, 2, 2]
+    captions = [[f"digit {c}"] for c in classes]
+    table = {f"digit {c}": e[c] for c in range(3)}
+    scores = retrieval_scores(LookupText(table), ClassImage(), flat_images(classes), captions)
+    assert scores["image_to_text@1"] == 1.0 and scores["text_to_image@1"] == 1.0
+    image_embeds, text_embeds = e[classes], e[classes]
+    by_row = retrieval_recall(image_embeds, text_embeds, torch.arange(6), ks=(1,))
+    assert by_row["image_to_text@1"] < 1.0  # the old count: a tie with the other image's caption
+    wrong = retrieval_recall(image_embeds, e[[1, 1, 2, 2, 0, 0]], torch.arange(6), ks=(1,),
+                             texts=[f"digit {c}" for c in classes])
+    assert wrong == {"text_to_image@1": 0.0, "image_to_text@1": 0.0}  # a wrong caption stays wrong
 
 
 def test_retrieval_set_uses_every_caption_or_the_single_one():

@@ -157,14 +157,17 @@ def sample(
     steps: int = 4,
     seed: int = 0,
 ) -> Tensor:
-    """What ``sfumato.generate`` does between the conditioning and the decoder: wrap the guidance
-    in order around the bound predictor and run the scheduler from seeded noise. ``labels`` are
+    """What ``sfumato.generate`` does between the conditioning and the decoder: plan the run, wrap
+    the guidance in order around the bound predictor (its context holding the plan and the run's
+    ``SamplerStep``) and run the scheduler from seeded noise. ``labels`` are
     the run's labels in the guidance context (default: the conditioning's)."""
     if not isinstance(scheduler, sfumato.Scheduler):
         scheduler = sfumato.build("scheduler", {"type": scheduler} if isinstance(scheduler, str) else scheduler)
     generator = torch.Generator("cpu").manual_seed(seed)
+    plan = scheduler.plan(schedule, steps)
     context = sfumato.GuidanceContext(schedule=schedule, components=components or {}, prompts=prompts,
-                                      labels=cond.labels if labels is None else labels, generator=generator)
+                                      labels=cond.labels if labels is None else labels, generator=generator,
+                                      plan=plan, step=sfumato.SamplerStep.for_plan(plan))
     predictor = sfumato.bind_predictor(denoiser, schedule)
     for method in guidance:
         predictor = method.wrap(predictor, context)
@@ -173,7 +176,6 @@ def sample(
         t = t.reshape(-1)
         return predictor(x_t, t.expand(x_t.shape[0]) if t.numel() == 1 else t, cond)
 
-    plan = scheduler.plan(schedule, steps)
     x = sfumato.randn(shape, generator, "cpu") * plan.init_noise_sigma
     with torch.no_grad():
-        return sfumato.run_sampler(model, scheduler, plan, x, generator=generator, progress=False)
+        return sfumato.run_sampler(model, scheduler, plan, x, generator=generator, progress=False, step=context.step)

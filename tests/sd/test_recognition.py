@@ -55,9 +55,9 @@ def test_folder_spec_is_sd1_with_the_folders_own_configs(tiny_sd):
     assert spec["text_encoder"]["tokenizer"] == str(tiny_sd / "tokenizer")
     assert spec["diffusion"] == {"timesteps": 1000, "betas": "scaled_linear", "beta_start": 0.00085,
                                  "beta_end": 0.012, "prediction": "epsilon", "zero_terminal_snr": False}
-    # SD 1.5's PNDM config samples with DDIM on the same leading timesteps, steps_offset 1
-    assert spec["scheduler"] == {"type": "ddim", "steps": 50, "steps_offset": 1, "thresholding": "none",
-                                 "set_alpha_to_one": False}
+    # SD 1.5's PNDM config samples with sfumato's PLMS (pndm, skip_prk_steps) on the same timesteps
+    assert spec["scheduler"] == {"type": "pndm", "set_alpha_to_one": False, "lower_order_final": False,
+                                 "steps_offset": 1, "skip_prk_steps": True, "steps": 50}
     assert spec["guidance"] == [{"type": "cfg", "scale": 7.5}]
 
 
@@ -153,11 +153,11 @@ def test_scheduler_configs_map_to_the_same_sampler(config, expected):
 
 
 def test_scheduler_settings_without_an_equivalent_are_named_in_a_warning():
-    config = {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "solver_order": 3}
-    with pytest.warns(UserWarning, match="algorithm_type 'sde-dpmsolver\\+\\+'.*solver_order 3"):
+    config = {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver", "solver_order": 1}
+    with pytest.warns(UserWarning, match="algorithm_type 'dpmsolver'"):
         assert sfumato_sd.scheduler_table(config, "s.json")["type"] == "dpmpp-2m"
-    with pytest.warns(UserWarning, match="LMSDiscreteScheduler"):
-        assert sfumato_sd.scheduler_table({"_class_name": "LMSDiscreteScheduler"}, "s.json")["type"] == "ddim"
+    with pytest.warns(UserWarning, match="FlowMatchEulerDiscreteScheduler"):
+        assert sfumato_sd.scheduler_table({"_class_name": "FlowMatchEulerDiscreteScheduler"}, "s.json")["type"] == "ddim"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sfumato_sd.scheduler_table(SD15_SCHEDULER, "s.json")  # SD 1.5's own config: nothing lost

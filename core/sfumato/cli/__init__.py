@@ -10,6 +10,7 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import SfumatoError
 from ..registry import Registry, set_registry
+from ..serve import command as serve_command
 from . import convert_command, generate_command, plugin_commands, spec_commands, train_command
 
 
@@ -26,6 +27,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     spec_commands.add(sub)
     train_command.add(sub)
     convert_command.add(sub)
+    serve_command.add(sub)  # the same generation behind HTTP (sfumato.serve; fastapi is imported on use)
     registry.commands(sub)
     evaluate = sub.add_parser("eval", help="evaluations registered by plugins (geneval, zero-shot, ...)")
     evaluations = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION")
