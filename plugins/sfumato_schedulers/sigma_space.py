@@ -64,7 +64,7 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
         sigmas = None if sigma_schedule is not None else schedule.default_sigmas(steps)
         spaced = sigmas is None
         if sigma_schedule is not None:
-            sigmas = checked_sigmas(sigma_schedule, sigma_schedule.sigmas(schedule, steps), steps)
+            sigmas = checked_sigmas(sigma_schedule, sigma_schedule.sigmas(schedule, steps), steps, schedule)
         elif sigmas is None:  # "default" of a formulation without its own levels: the spaced timesteps
             timesteps = self.spaced_timesteps(schedule.num_timesteps, steps)
             sigmas = torch.from_numpy(self.interpolated_sigmas(schedule, timesteps))
@@ -118,13 +118,21 @@ class SigmaSpaceScheduler(sfumato.Scheduler):
         return plan.sigmas[i + 1] - plan.sigmas[i]
 
 
-def checked_sigmas(sigma_schedule: sfumato.SigmaSchedule, sigmas: Tensor, steps: int) -> Tensor:
+def checked_sigmas(sigma_schedule: sfumato.SigmaSchedule, sigmas: Tensor, steps: int,
+                   schedule: sfumato.Formulation) -> Tensor:
     """``sigmas`` as float32 if they keep the ``SigmaSchedule`` contract (``[steps]``, finite,
-    positive, strictly decreasing), so that a faulty schedule is named here, not found as NaN later."""
+    positive, strictly decreasing) and lie where the formulation has a sample (its signal scale
+    ``alpha(sigma)`` not negative: flow matching ends at sigma = 1), so that a faulty or
+    mismatched schedule is named here, not found as NaN later."""
     if sigmas.shape != (steps,):
         raise sigma_schedule.spec_error(f"gave shape {tuple(sigmas.shape)} for {steps} steps, not ({steps},)")
     if not (torch.isfinite(sigmas).all() and (sigmas > 0).all()):
         raise sigma_schedule.spec_error(f"gave levels that are not finite and positive for {steps} steps")
+    if (schedule.alpha(sigmas.double()) < 0).any():
+        raise sigma_schedule.spec_error(
+            f"gave levels up to {float(sigmas.max()):.6g}, beyond this model's largest noise level "
+            f"{schedule.sigma_max:.6g} (its signal scale 1 - sigma would be negative); choose a schedule "
+            "that spans the model's own levels (karras, simple, ...)")
     rising = (sigmas.diff() >= 0).nonzero()
     if len(rising):
         i = int(rising[0])
