@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .component import Component, ComponentSpec
 from .errors import SpecError
+from .kind_field import all_defaults
 
 #: The ``sigmas`` value that keeps the sampler's own spacing (its ``spacing`` field).
 DEFAULT_SIGMAS = "default"
@@ -125,15 +126,7 @@ def validate_sigma_schedule(value: Any) -> str | ComponentSpec:
 
         problems = "; ".join(text for _, text in validation_problems(exc, table, top=False))
         raise ValueError(f"sigma schedule {name!r}: {problems}") from None
-    return name if _all_defaults(spec) else spec
-
-
-def _all_defaults(spec: ComponentSpec) -> bool:
-    """Whether every field of ``spec`` holds its default (then its bare name says it all)."""
-    return all(
-        not field.is_required() and getattr(spec, name) == field.get_default(call_default_factory=True)
-        for name, field in type(spec).model_fields.items()
-    )
+    return name if all_defaults(spec) else spec
 
 
 def _serialize(value: str | ComponentSpec) -> str | dict[str, Any]:
