@@ -14,6 +14,7 @@ from benchmarks import gpu  # noqa: E402
 from benchmarks.report import END, START  # noqa: E402
 
 
+@pytest.mark.slow  # the whole GPU suite end to end; the deadline test below covers the planning
 def test_the_gpu_suite_runs_on_the_cpu_at_tiny_size(tmp_path):
     out, doc = tmp_path / "gpu.json", tmp_path / "benchmarks.md"
     doc.write_text(f"# Benchmarks\n\n{START}\nthe CPU table\n{END}\n")

@@ -38,6 +38,7 @@ def test_flops_and_peak_memory_of_a_matmul():
     assert peak is None or 60 < peak < 80
 
 
+@pytest.mark.slow  # the whole suite end to end; the tests above cover its parts
 def test_the_suite_writes_json_and_the_table(tmp_path):
     out, doc = tmp_path / "results.json", tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nProse that the report keeps.\n")

@@ -71,3 +71,12 @@ def test_run_sampler_gives_each_step_its_draws_and_brownian_increments_on_reques
     again = sampler_noise(scheduler, plan, (2, 3), torch.Generator().manual_seed(0), "cpu")
     assert brownian.shape == (3, 2, 2, 3) and torch.equal(brownian, again)
     assert not torch.equal(brownian, independent)
+
+
+def test_many_queries_keep_one_descent_in_memory_and_any_order_gives_the_same_values():
+    path, other = BrownianPath(0.0, 10.0, (3,), seed=5), BrownianPath(0.0, 10.0, (3,), seed=5)
+    points = torch.rand(300, generator=torch.Generator().manual_seed(0)).mul(10).tolist()
+    forward = [path(t) for t in points]
+    backward = [other(t) for t in reversed(points)][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    assert len(path._trail) <= path.depth + 1  # not one tensor per node ever drawn

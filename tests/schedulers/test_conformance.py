@@ -16,6 +16,7 @@ class TestDDPM(FirstParty):
 
 
 class TestDDPMFixedLargeDynamic(FirstParty):
+    variant = True
     spec = {"type": "ddpm", "variance": "fixed_large", "thresholding": "dynamic", "spacing": "trailing"}
     diffusion = {"betas": "linear", "beta_start": 1e-4, "beta_end": 0.02, "prediction": "v"}
 
@@ -25,6 +26,7 @@ class TestDDIM(FirstParty):
 
 
 class TestDDIMEta(FirstParty):
+    variant = True
     # "leading" (the default): with "linspace" or "trailing" DDIM steps to t - T // steps
     # (diffusers' rule), which is not the next planned timestep unless T // steps divides evenly,
     # so with eta > 0 its samples drift from the data's spread (the kit's Gaussian check shows

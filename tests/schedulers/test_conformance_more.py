@@ -15,6 +15,7 @@ class TestLMS(FirstParty):
 
 
 class TestLMSOrder2Karras(FirstParty):
+    variant = True
     spec = {"type": "lms", "order": 2, "sigmas": "karras"}
 
 
@@ -30,6 +31,7 @@ class TestPLMS(TestPNDM):
 
 
 class TestPLMSTrailing(FirstParty):
+    variant = True
     spec = {"type": "pndm", "skip_prk_steps": True, "spacing": "trailing"}
     formulations = ({"type": "vp"}, {"type": "edm"})  # flow's alpha_bar is 0 at timestep 999: refused
     convergence_steps = (64, 128, 256)
@@ -43,6 +45,7 @@ class TestDPM2(FirstParty):
 
 
 class TestDPM2Beta(FirstParty):
+    variant = True
     spec = {"type": "dpm2", "sigmas": "beta", "spacing": "trailing"}
 
 
@@ -55,11 +58,13 @@ class TestDPMSolverPlusPlus3M(FirstParty):
 
 
 class TestDPMSolverPlusPlus3MDefault(FirstParty):
+    variant = True
     spec = {"type": "dpmpp-3m", "spacing": "trailing"}
     formulations = ({"type": "vp"}, {"type": "edm"})
 
 
 class TestDPMSolverPlusPlus3MExponential(FirstParty):
+    variant = True
     spec = {"type": "dpmpp-3m", "sigmas": "exponential"}
     diffusion = {"betas": "cosine", "prediction": "v"}
 
@@ -72,10 +77,12 @@ class TestUniPC(FirstParty):
 
 
 class TestUniPCOrder1Bh1(FirstParty):
+    variant = True
     spec = {"type": "unipc", "order": 1, "variant": "bh1", "sigmas": "exponential"}
 
 
 class TestUniPCOrder3Bh1(FirstParty):
+    variant = True
     spec = {"type": "unipc", "order": 3, "variant": "bh1", "sigmas": "karras", "disable_corrector": [0]}
 
 
@@ -84,6 +91,7 @@ class TestDEIS(FirstParty):
 
 
 class TestDEISOrder3(FirstParty):
+    variant = True
     spec = {"type": "deis", "order": 3, "sigmas": "karras"}
     diffusion = {"betas": "linear", "prediction": "sample"}
 
@@ -93,6 +101,7 @@ class TestRESMultistep(FirstParty):
 
 
 class TestRESMultistepDefault(FirstParty):
+    variant = True
     spec = {"type": "res-multistep", "spacing": "trailing"}
 
 

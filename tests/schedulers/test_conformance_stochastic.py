@@ -26,6 +26,7 @@ class TestDPM2Ancestral(FirstParty):
 
 
 class TestDPM2AncestralKarrasEta(FirstParty):
+    variant = True
     spec = {"type": "dpm2-ancestral", "sigmas": "karras", "eta": 0.5}
 
 
@@ -34,6 +35,7 @@ class TestDPMSolverPlusPlus2SAncestral(FirstParty):
 
 
 class TestDPMSolverPlusPlus2SAncestralBetaEta(FirstParty):
+    variant = True
     spec = {"type": "dpmpp-2s-ancestral", "sigmas": "beta", "eta": 0.7}
     diffusion = {"betas": "linear", "prediction": "v"}
 
@@ -43,6 +45,7 @@ class TestDPMSolverPlusPlusSDE(FirstParty):
 
 
 class TestDPMSolverPlusPlusSDEKarrasR(FirstParty):
+    variant = True
     spec = {"type": "dpmpp-sde", "sigmas": "karras", "eta": 0.6, "r": 0.4}
 
 
@@ -51,12 +54,14 @@ class TestDPMSolverPlusPlus2MSDE(FirstParty):
 
 
 class TestDPMSolverPlusPlus2MSDEHeunKarras(FirstParty):
+    variant = True
     spec = {"type": "dpmpp-2m-sde", "solver_type": "heun", "sigmas": "karras", "eta": 0.5}
     diffusion = {"betas": "cosine", "prediction": "v"}
 
 
 class TestDPMSolverPlusPlus2MSDEODE(FirstParty):
     """At eta = 0 it is DPM-Solver++(2M): deterministic, and second order on Gaussian data."""
+    variant = True
 
     spec = {"type": "dpmpp-2m-sde", "eta": 0.0}
 
@@ -66,6 +71,7 @@ class TestDPMSolverPlusPlus3MSDE(FirstParty):
 
 
 class TestDPMSolverPlusPlus3MSDEExponential(FirstParty):
+    variant = True
     spec = {"type": "dpmpp-3m-sde", "sigmas": "exponential", "eta": 0.5}
     diffusion = {"betas": "linear", "prediction": "sample"}
 
@@ -75,6 +81,7 @@ class TestDPMSolverPlusPlus3MSDEODE(FirstParty):
     matching's default levels end with one long step in log-SNR (0.068 to 0.001 at 16 steps, which
     shrinks only logarithmically as steps double), where the third-order extrapolation from
     closely spaced history (k-diffusion's, with no lowered final orders) converges erratically."""
+    variant = True
 
     spec = {"type": "dpmpp-3m-sde", "eta": 0.0, "sigmas": "karras"}
 
@@ -124,6 +131,7 @@ class TestLCM(ConsistencySampler):
 
 
 class TestLCMClipV(ConsistencySampler):
+    variant = True
     spec = {"type": "lcm", "original_inference_steps": 100, "thresholding": "clip"}
     diffusion = {"betas": "linear", "prediction": "v"}
 
@@ -144,6 +152,7 @@ class TestTCD(TrajectoryConsistencySampler):
 
 
 class TestTCDDeterministic(TrajectoryConsistencySampler):
+    variant = True
     spec = {"type": "tcd", "original_inference_steps": 100, "gamma": 0.0}
     diffusion = {"betas": "cosine", "prediction": "v"}
 
@@ -199,6 +208,7 @@ class TestRestart(RestartConformance):
 
 class TestRestartAutomatic(RestartConformance):
     """The WebUI's rule: no restart below 20 steps, so the contract checks run 20."""
+    variant = True
 
     spec = {"type": "restart"}
     steps = 20
@@ -209,12 +219,14 @@ class TestERSDE(FirstParty):
 
 
 class TestERSDEReverseTimeKarras(FirstParty):
+    variant = True
     spec = {"type": "er-sde", "noise_scaler": "reverse-time-sde", "sigmas": "karras", "max_stage": 2}
     diffusion = {"betas": "linear", "prediction": "v"}
 
 
 class TestERSDEODE(FirstParty):
     """``reverse-time-sde`` at eta = 0 is deterministic: its ODE."""
+    variant = True
 
     spec = {"type": "er-sde", "noise_scaler": "reverse-time-sde", "eta": 0.0, "sigmas": "karras"}
 
@@ -243,12 +255,14 @@ class TestSASolver(SASolverConformance):
 
 
 class TestSASolverDiffusersOrders(SASolverConformance):
+    variant = True
     spec = {"type": "sa-solver", "predictor_order": 2, "corrector_order": 2, "sigmas": "karras"}
     diffusion = {"betas": "linear", "prediction": "v"}
 
 
 class TestSASolverODE(FirstParty):
     """At tau = 0 it is a deterministic predictor-corrector."""
+    variant = True
 
     spec = {"type": "sa-solver", "tau": 0.0, "sigmas": "karras"}
 

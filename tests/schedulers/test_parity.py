@@ -21,6 +21,9 @@ import sfumato_schedulers
 
 BETAS = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
+#: Every beta schedule for the newer samplers' sweeps: SD's in the default run, the others with
+#: ``-m slow`` (CI runs them); the six original samplers sweep all three by default.
+BETAS_SD_FIRST = [b if b == "scaled_linear" else pytest.param(b, marks=pytest.mark.slow) for b in BETAS]
 SPACINGS = ("leading", "trailing", "linspace")
 STEPS = (1, 2, 10, 50)
 SHAPE = (2, 3, 4, 4)

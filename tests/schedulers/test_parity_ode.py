@@ -22,7 +22,7 @@ import sfumato
 import sfumato_schedulers
 from schedulers import kdiffusion_ode_reference as kdiffusion
 from schedulers.test_parity import (
-    BETAS, PREDICTIONS, SHAPE, raw_output, run_diffusers, run_sfumato, schedule_for, start_noise, step_noise,
+    BETAS, BETAS_SD_FIRST, PREDICTIONS, SHAPE, raw_output, run_diffusers, run_sfumato, schedule_for, start_noise, step_noise,
 )
 from schedulers.test_parity_sde import in_order, kdiffusion_denoiser, reference_config, sfumato_model, tolerance
 
@@ -141,12 +141,13 @@ def respaced(kind: str, reference_cls, time_dependent=True, predictions=tuple(PR
 LMS = {"lower_order_final": False}
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_lms_matches_diffusers(betas):
     failures = sweep("lms", diffusers.LMSDiscreteScheduler, betas=(betas,), spec=LMS)
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow  # the other samplers' respaced tests cover respacing by default
 def test_lms_respaced_sigmas_match_diffusers():
     assert not (failures := respaced("lms", diffusers.LMSDiscreteScheduler, spec=LMS)), "\n".join(failures)
 
@@ -185,7 +186,7 @@ PNDM = {"lower_order_final": False, "set_alpha_to_one": False}
 
 
 @pytest.mark.parametrize("skip_prk_steps", [True, False], ids=["plms", "pndm"])
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_pndm_matches_diffusers(betas, skip_prk_steps):
     steps = STEPS if skip_prk_steps else (4, 10, 50)  # diffusers' Runge-Kutta warm-up needs 4 steps
     spacings = ("leading",) if betas == "cosine" else ("leading", "trailing")
@@ -218,13 +219,14 @@ def test_pndm_refuses_to_start_from_pure_noise():
 # diffusers' own float32-vs-float64 gap.
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_dpm2_matches_diffusers(betas):
     failures = sweep("dpm2", diffusers.KDPM2DiscreteScheduler, predictions=("epsilon", "v"), betas=(betas,),
                      dtype_gap=True)
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow  # the other samplers' respaced tests cover respacing by default
 def test_dpm2_respaced_sigmas_match_diffusers():
     failures = respaced("dpm2", diffusers.KDPM2DiscreteScheduler, time_dependent=False, predictions=("epsilon", "v"),
                         dtype_gap=True)
@@ -247,7 +249,7 @@ def test_dpm2_matches_kdiffusion():
 DPMPP_3M = {"algorithm_type": "dpmsolver++", "solver_order": 3}
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_dpmpp_3m_matches_diffusers(betas):
     steps = (*STEPS, 3, 14, 15)  # the lower-order second-to-last step stops at 15 steps
     failures = sweep("dpmpp-3m", diffusers.DPMSolverMultistepScheduler, betas=(betas,), steps=steps, **DPMPP_3M)

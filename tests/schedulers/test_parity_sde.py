@@ -26,7 +26,7 @@ import sfumato_schedulers
 from sfumato.brownian import BrownianPath
 from sfumato.sampling import sampler_noise
 from schedulers import kdiffusion_reference as kdiffusion
-from schedulers.test_parity import BETAS, PREDICTIONS, SHAPE, raw_output, schedule_for, start_noise, step_noise
+from schedulers.test_parity import BETAS, BETAS_SD_FIRST, PREDICTIONS, SHAPE, raw_output, schedule_for, start_noise, step_noise
 
 SPACINGS = ("leading", "trailing", "linspace")
 STEPS = (1, 2, 10, 50)
@@ -150,7 +150,7 @@ def split_cancels_digits(plan, dtype=torch.float32) -> bool:
     return bool(((plan.sigmas[1:-1] / sigma_down) ** 2 * torch.finfo(dtype).eps > 1e-4).any())
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_dpm2_ancestral_matches_diffusers(betas):
     """KDPM2AncestralDiscreteScheduler (epsilon and v; it has no sample prediction), except
     where its ancestral ``split_cancels_digits`` (cosine, 2 trailing steps: float32 rounds the
@@ -170,7 +170,8 @@ def test_dpm2_ancestral_matches_diffusers(betas):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("sigmas", ["karras", "exponential", "beta"])
+@pytest.mark.parametrize("sigmas", ["karras", pytest.param("exponential", marks=pytest.mark.slow),
+                                    pytest.param("beta", marks=pytest.mark.slow)])
 def test_dpm2_ancestral_respaced_sigmas_match_diffusers(sigmas):
     """diffusers rounds karras timesteps to integers, so the network is time-independent here."""
     for betas, prediction, steps in itertools.product(BETAS, ("epsilon", "v"), (2, 10, 25)):
@@ -243,7 +244,7 @@ def test_ancestral_samplers_match_kdiffusion(kind, eta):
 # -- dpmpp-sde --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_dpmpp_sde_matches_kdiffusion_and_diffusers(betas):
     """The same Brownian path in all three: k-diffusion's ``sample_dpmpp_sde`` (every prediction,
     default and karras sigmas, eta 1 and 0.5) and diffusers' ``DPMSolverSDEScheduler`` (epsilon
@@ -295,7 +296,7 @@ MULTISTEP_SDE = {  # sfumato spec -> (the k-diffusion sampler and its options, d
 }
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 @pytest.mark.parametrize("kind", list(MULTISTEP_SDE))
 def test_multistep_sde_matches_kdiffusion_and_diffusers(kind, betas):
     """The same Brownian increments in all three: k-diffusion (every prediction, default and
@@ -376,7 +377,7 @@ def test_3m_sde_against_diffusers():
 # -- lcm, tcd ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_lcm_matches_diffusers(betas):
     """LCMScheduler, every prediction, its distillation schedule and x0 clipping, the same noise."""
     failures = []
@@ -398,7 +399,7 @@ def test_lcm_matches_diffusers(betas):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_tcd_matches_diffusers(betas):
     """TCDScheduler, every prediction, gamma (its ``step(eta=...)``) 0, 0.3 and 1, the same noise."""
     failures = []
@@ -457,7 +458,7 @@ def restart_reference(denoise, x, levels: Tensor, restart_steps: int, times: int
     return x
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_restart_matches_its_reference(betas):
     """Every prediction, karras and default base levels, the WebUI's automatic restarts (20 and
     40 steps) and explicit ones; the base levels come from a plain Heun plan."""
@@ -539,7 +540,7 @@ def er_sde_reference(denoise, x, sigmas: Tensor, noise: Tensor, phi, max_stage: 
     return x
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_er_sde_matches_its_reference(betas):
     """Every prediction, default and karras sigmas, both noise scalers (the reverse-time one at
     eta 1 and its ODE at 0), 1 to 3 stages."""
@@ -596,7 +597,7 @@ def diffusers_prefix(scheduler, steps: int, stop: int, time_dependent=True, dtyp
     return x
 
 
-@pytest.mark.parametrize("betas", list(BETAS))
+@pytest.mark.parametrize("betas", BETAS_SD_FIRST)
 def test_sa_solver_matches_diffusers(betas):
     """SASolverScheduler (data prediction) with the same noise at every step, over the steps before
     the end, where the two lower their orders differently (and diffusers stops at its lowest level

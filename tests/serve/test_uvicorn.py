@@ -25,6 +25,7 @@ def final_event(client, url: str, events: dict, key: str) -> None:
                 events[key] = line[len("event: "):]
 
 
+@pytest.mark.slow  # a real server process; the in-process tests cover the protocol
 def test_serve_over_a_real_socket_and_shut_down_gracefully(model_folder):
     with served(model_folder, "--shutdown-timeout", "60") as (server, base), \
             httpx.Client(base_url=base, timeout=10) as client:

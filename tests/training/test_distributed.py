@@ -26,6 +26,7 @@ def sfumato_train(launcher: list[str], spec: Path, out: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow  # two torchrun processes training
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     root = write_class_folder(tmp_path / "data", per_class=8)

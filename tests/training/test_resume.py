@@ -72,6 +72,7 @@ def test_sigkill_then_resume_gives_bitwise_the_same_weights(resume_spec, uninter
     assert (tmp_path / "metrics.jsonl").read_text() == (uninterrupted / "metrics.jsonl").read_text()
 
 
+@pytest.mark.slow  # a second killed run; the SIGKILL-resume test above stays in the default run
 def test_kill_inside_a_checkpoint_write_leaves_the_previous_one_loadable(resume_spec, uninterrupted, tmp_path):
     killed = train_process(resume_spec, tmp_path, "--kill-in-checkpoint", "6")
     assert killed.returncode == -signal.SIGKILL
