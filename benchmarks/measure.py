@@ -97,3 +97,16 @@ def no_grad(call: Callable[[], Any]) -> Callable[[], Any]:
         with torch.inference_mode():
             return call()
     return run
+
+
+def run_json_worker(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run a benchmark worker process (from the repository root) and return the JSON object of
+    its last ``{...}`` line of output, or ``{"error": the end of its stderr}`` when it printed none."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": f"worker exited with {done.returncode}: {done.stderr[-2000:]}"}
+

@@ -30,6 +30,7 @@ from .interfaces import (
     SamplerStep,
     SamplingPlan,
     Scheduler,
+    Speedup,
     StepResult,
     Task,
     bind_predictor,
@@ -45,6 +46,8 @@ from . import model_patches
 from .model_patches import PatchPoint, PointPatch
 from . import spacing
 from . import nn
+from . import blocks
+from . import conditioners
 from .generation import ArgumentError, GenerationResult, from_pil, generate, to_pil
 from .outputs import image_grid
 from .pipeline import Pipeline
@@ -53,8 +56,8 @@ from .sampling import StepCallback, StepEvent, randn, run_sampler
 from .registry import PluginInfo, Registry, get_registry, set_registry
 from .runtime import RuntimeSpec, resolve_device
 from .training import (
-    Recipe, SampleContext, StepContext, TrainCallback, TrainingTask, TrainResult, TrainSetup, TrainSpec,
-    collate_examples, train,
+    EvalContext, Recipe, SampleContext, StepContext, TrainCallback, TrainingTask, TrainResult, TrainSetup, TrainSpec,
+    collate_examples, retrieval_recall, topk_accuracy, train,
 )
 from .weights import (
     atomic_write,
@@ -64,6 +67,7 @@ from .weights import (
     load_weights,
     read_component_spec,
     read_metadata,
+    rename_by_prefix,
     save_component,
     save_weights,
 )
@@ -98,12 +102,12 @@ __all__ = [
     "check_state_dict", "file_sha256", "load_into", "load_weights", "read_metadata", "read_component_spec", "save_component",
     "save_weights", "plugins", "build", "load_pipeline", "ArgumentError", "GenerationResult", "from_pil", "generate",
     "to_pil", "image_grid", "Pipeline", "StepCallback", "StepEvent", "randn", "run_sampler",
-    "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
+    "EvalContext", "retrieval_recall", "topk_accuracy", "Recipe", "SampleContext", "StepContext", "TrainCallback", "TrainingTask", "TrainResult", "TrainSetup",
     "TrainSpec", "collate_examples", "train", "nn",
     "NoiseLevels", "SigmaSchedule", "SigmaScheduleField", "build_sigma_schedule", "spacing",
     "ComponentTable", "SpecPath",
     "Formulation", "TrainingRandom", "batch_view",
     "Adapter", "AdapterSpec", "AdapterTarget", "foreign_module_names", "WeightPatch", "patch_weight",
     "COMBINER", "CombineContext", "Combiner", "CombinerField", "ComponentChoice", "branches",
-    "model_patches", "PatchPoint", "PointPatch",
+    "model_patches", "PatchPoint", "PointPatch", "Speedup", "blocks", "conditioners", "rename_by_prefix",
 ]

@@ -1,7 +1,8 @@
 """The generation flow: prompt -> conditioning -> guided predictor -> scheduler steps -> images.
 
 Every generation task (text-to-image, image-to-image, inpainting, class-conditional and
-unconditional) is this one function with different inputs. Its arguments are checked before any
+unconditional) is this one function with different inputs: the blocks of ``sfumato.blocks`` in
+order, which a task with another flow composes itself. Its arguments are checked before any
 work, against fixed budgets that do not depend on ``[runtime]`` (``MAX_SIDE``, ``MAX_IMAGES``,
 ``MAX_OUTPUT_PIXELS``); a call within them runs in chunks of at most ``CHUNK_PIXELS``.
 
@@ -13,7 +14,7 @@ sample's noise.
 
 from __future__ import annotations
 
-import operator
+import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +23,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .conditioning import Conditioning
-from .errors import SamplingError, SpecError
-from .formulation import Formulation
-from .interfaces import GuidanceContext, SamplerStep, SamplingPlan, bind_predictor
+from . import blocks, conditioners
+from .blocks import ArgumentError, check_labels, condition, encode_prompts, guided_model  # noqa: F401 (their old home)
+from .errors import SpecError
+from .interfaces import SamplerStep
 from .outputs import make_lock
-from .sampling import StepCallback, randn, run_sampler, step_noise
+from .sampling import StepCallback, randn, step_noise
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -49,24 +50,16 @@ CHUNK_PIXELS = 2**20
 MAX_SEED = 2**64 - 1
 
 
-class ArgumentError(SpecError):
-    """An argument of ``generate`` is wrong. ``argument`` is its Python name (``num_images``) so a
-    caller with other names for it (the CLI's ``--num-images``) can name its own; ``problem``
-    says what is wrong and what would be right."""
-
-    def __init__(self, argument: str, problem: str):
-        self.argument, self.problem = argument, problem
-        super().__init__(f"{argument}: {problem}")
-
-
 @dataclass
 class GenerationResult:
-    """:param images: PIL images, one per sample. :param latents: the final latents ``[B, C, h, w]``.
+    """:param images: PIL images, one per sample (or what ``output_type`` asked for: an array, a
+        tensor, the latents). :param latents: the final latents ``[B, C, h, w]``.
     :param lock: everything needed to replay the run (see ``sfumato.outputs``).
     :param decoded: the decoded images ``[B, 3, H, W]`` in [-1, 1] before clamping and rounding
-    (what parity checks against other libraries compare)."""
+        and before inpainting's paste of the kept pixels (what parity checks against other
+        libraries compare); None for ``output_type="latent"``."""
 
-    images: list[Image.Image]
+    images: Any
     latents: Tensor
     seed: int
     lock: dict[str, Any] = field(default_factory=dict)
@@ -160,97 +153,8 @@ def lock_arguments(*, prompt: str | list[str] | None, negative_prompt: str | lis
     }
 
 
-def encode_prompts(pipe: Pipeline, prompts: list[str], negative: list[str]) -> Conditioning:
-    """Text conditioning with its negative counterpart, both from the pipeline's text encoder."""
-    encoder = pipe.component("text_encoder")
-    positive, negative_out = encoder.encode(prompts), encoder.encode(negative)
-    return Conditioning(
-        tokens=positive.tokens, pooled=positive.pooled, mask=positive.mask,
-        negative=Conditioning(tokens=negative_out.tokens, pooled=negative_out.pooled, mask=negative_out.mask),
-    )
-
-
-def check_labels(labels: list[Any], num_classes: int | None) -> None:
-    """Requested class labels must be classes of the denoiser (checked on the host, once, before
-    sampling: an out-of-range label would otherwise fail as an index error inside the class
-    embedding, or silently ask for the null class, which is label ``num_classes``)."""
-    bad = []
-    for label in labels:
-        try:
-            value = operator.index(label)  # ints, numpy and 0-d torch integers; not floats
-        except TypeError:
-            bad.append(label)
-            continue
-        if value < 0 or (num_classes is not None and value >= num_classes):
-            bad.append(value)
-    if bad:
-        known = f"integers 0 to {num_classes - 1}" if num_classes is not None else "non-negative integers"
-        raise SpecError(f"labels {bad} are not classes of this model: its labels are {known}")
-
-
-def condition(pipe: Pipeline, prompts: list[str], negative_prompt: str | list[str | None] | None,
-              labels: list[Any], num_images: int) -> Conditioning:
-    """The call's conditioning, ``num_images`` rows per prompt or label, with its negative.
-
-    Prompts need a text encoder and labels a class-conditional denoiser (or a ``[classifier]`` to
-    steer); a negative prompt needs a prompt. With neither (unconditional generation) a text model
-    gets the empty prompt, what condition dropout trained as "no condition", and the negative is
-    the same conditioning, so classifier-free guidance returns the unconditional prediction.
-    """
-    denoiser, encoder = pipe.component("denoiser"), pipe.component("text_encoder")
-    classes = getattr(denoiser, "num_classes", None)
-    if prompts and labels:
-        raise ArgumentError("labels", "give a prompt or labels, not both")
-    if negative_prompt is not None and not prompts:
-        raise ArgumentError("negative_prompt", "a negative prompt needs a prompt; a class-conditional or "
-                            "unconditional run's negative is the model's own unconditional prediction")
-    if prompts:
-        if encoder is None:
-            raise ArgumentError("prompt", "this model has no [text_encoder] to read a prompt"
-                                + ("; it is class-conditional: give labels instead" if classes else ""))
-        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) or negative_prompt is None \
-            else list(negative_prompt)
-        if len(negatives) != len(prompts):
-            raise ArgumentError("negative_prompt", f"{len(negatives)} negative prompts for {len(prompts)} prompts")
-        return encode_prompts(pipe, prompts, ["" if n is None else n for n in negatives]).repeat(num_images)
-    if labels:
-        classifier = pipe.component("classifier")
-        if classes is None and classifier is None:
-            raise ArgumentError("labels", "this model is not class-conditional (its [denoiser] has no classes and "
-                                "the spec has no [classifier] to steer)" + ("; give a prompt instead" if encoder else ""))
-        check_labels(labels, classes if classes is not None else classifier.num_classes)
-        labels_t = torch.tensor(labels, device=pipe.device).repeat_interleave(num_images)
-        null = denoiser.null_label
-        return Conditioning(labels=labels_t, negative=Conditioning(labels=torch.full_like(labels_t, null))
-                            if null is not None else None)
-    if encoder is not None:
-        return encode_prompts(pipe, [""], [""]).repeat(num_images)
-    if classes is not None and denoiser.null_label is None:
-        raise ArgumentError("labels", "this model is class-conditional and has no null class to generate "
-                            f"unconditionally: give labels 0 to {classes - 1}")
-    return Conditioning(negative=Conditioning())
-
-
-def guided_model(pipe: Pipeline, cond: Conditioning, prompts: list[str] | None, generator: torch.Generator,
-                 schedule: Formulation | None = None, plan: SamplingPlan | None = None,
-                 step: SamplerStep | None = None):
-    """``model(x_t, t) -> Prediction``: the denoiser under the spec's guidance, in spec order, for
-    the samples ``cond`` describes, with ``schedule`` (default: the pipeline's formulation; pass
-    the one ``Formulation.for_sample`` gave for the batch). The guidance is wrapped for one run
-    of ``plan``, whose step it reads from ``step``: pass the same record to ``run_sampler``."""
-    schedule = schedule or pipe.schedule
-    predictor = bind_predictor(pipe.component("denoiser"), schedule)
-    context = GuidanceContext(schedule=schedule, components=dict(pipe.components), prompts=prompts,
-                              labels=cond.labels, generator=generator, plan=plan,
-                              step=step if step is not None else SamplerStep())
-    for guidance in pipe.guidance:
-        predictor = guidance.wrap(predictor, context)
-
-    def model(x_t: Tensor, t: Tensor):
-        t = t.reshape(-1).to(pipe.device)
-        return predictor(x_t, t.expand(x_t.shape[0]) if t.numel() == 1 else t, cond)
-
-    return model
+#: What ``output_type`` may ask for, as diffusers' pipelines name it.
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 @torch.no_grad()
@@ -261,45 +165,89 @@ def generate(
     negative_prompt: str | list[str] | None = None,
     labels: int | list[int] | None = None,
     steps: int | None = None,
-    seed: int = 0,
+    seed: int | list[int] = 0,
     seeds: list[int] | None = None,
-    num_images: int = 1,
-    height: int = 64,
-    width: int = 64,
+    num_images: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
     latents: Tensor | None = None,
     image: Image.Image | Tensor | None = None,
     mask: Image.Image | Tensor | None = None,
     strength: float = 1.0,
+    mask_blur: int = 0,
     callback: StepCallback | None = None,
     progress: bool = True,
+    guidance_scale: float | None = None,
+    num_inference_steps: int | None = None,
+    num_images_per_prompt: int | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    output_type: str = "pil",
+    **inputs: Any,
 ) -> GenerationResult:
-    """Generate images with the pipeline's components.
+    """Generate images with the pipeline's components: the blocks of ``sfumato.blocks`` in order,
+    with every argument checked before any work.
 
     :param prompt: one prompt or one per sample; each is repeated ``num_images`` times. With no
         prompt and no labels the run is unconditional.
     :param labels: class labels for class-conditional denoiser (instead of a prompt), or the
         targets of a ``[classifier]`` that steers an unconditional one.
     :param steps: sampling steps, 1 to the model's training timesteps (default: the scheduler's).
-    :param seed: 0 to 2**64 - 1; the initial noise of every sample and any step noise come from it.
+    :param seed: 0 to 2**64 - 1; the initial noise of every sample and any step noise come from
+        it. A list is ``seeds``.
     :param seeds: one seed per sample (prompts x ``num_images``) instead of ``seed``: each sample's
         noise comes from its own generator, as a one-sample call with its seed draws it, so a sample
         does not depend on the others in the call. Each sample is then that one-sample call, whose
         lock ``lock_arguments`` gives; the call's own lock flags its noise as explicit latents.
         Guidance that draws random numbers of its own (CLIP guidance's cutouts) is given the first
         seed's generator, so its samples do depend on the call's first one.
+    :param num_images: samples per prompt or label (default 1).
+    :param height: pixels (default: the model's own size, ``sfumato.blocks.native_size``).
+    :param width: pixels (default: the model's own size).
     :param latents: initial unit-variance noise ``[B, C, h, w]`` (replaces the seeded noise).
     :param image: an init image (image-to-image, inpainting), PIL or ``[B, 3, H, W]`` in [-1, 1].
     :param mask: white (1) where new content is generated, black (0) where ``image`` is kept.
+        The kept pixels are pasted back after decoding (``result.decoded`` is before the paste).
     :param strength: fraction of the trajectory to run for image-to-image (1 = from pure noise).
+    :param mask_blur: radius in pixels of the Gaussian blur that softens the mask's edge for the
+        paste (0: a hard edge).
     :param callback: called after every step; a call of several chunks (``CHUNK_PIXELS``) calls it
         for each chunk's steps in turn.
+    :param guidance_scale: diffusers' name: the scale of the spec's ``cfg`` guidance for this call
+        (recorded in the lock's spec); a spec without ``cfg`` gets one first in its guidance.
+    :param num_inference_steps: diffusers' name for ``steps``.
+    :param num_images_per_prompt: diffusers' name for ``num_images``.
+    :param generator: diffusers' generator(s): the seed each was seeded with (``initial_seed``) is
+        the call's ``seed``, or for a list, ``seeds`` (so a lock can replay the call).
+    :param output_type: ``result.images`` as ``"pil"`` images (default), ``"np"`` ``(B, H, W, 3)``
+        or ``"pt"`` ``[B, 3, H, W]`` floats in [0, 1], or ``"latent"`` (the final latents, not decoded).
+    :param inputs: inputs for the pipeline's components that declare them in ``call_inputs``
+        (``control_image=`` for a ``[[controlnet]]``, SDXL's ``original_size=``; see
+        ``sfumato.conditioners``); a keyword no component takes is an ``ArgumentError``.
     :raises ArgumentError: before any work, for an argument out of range or one the model cannot use.
     """
+    conditioners.check_inputs(pipe, inputs)
+    steps = same_argument("steps", steps, "num_inference_steps", num_inference_steps)
+    num_images = same_argument("num_images", num_images, "num_images_per_prompt", num_images_per_prompt)
+    num_images = 1 if num_images is None else num_images
+    if generator is not None:
+        if seeds is not None or seed != 0:
+            raise ArgumentError("generator", "give a generator or seed(s), not both")
+        seed, seeds = (generator.initial_seed(), None) if isinstance(generator, torch.Generator) else \
+            (0, [g.initial_seed() for g in generator])
+    if isinstance(seed, (list, tuple)):
+        if seeds is not None:
+            raise ArgumentError("seed", "give a list of seeds as seed or seeds, not both")
+        seed, seeds = 0, list(seed)
+    if output_type not in OUTPUT_TYPES:
+        raise ArgumentError("output_type", f"{output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+    if guidance_scale is not None:
+        pipe = with_guidance_scale(pipe, guidance_scale)
     denoiser, scheduler, schedule = pipe.component("denoiser"), pipe.component("scheduler"), pipe.schedule
-    autoencoder = pipe.component("autoencoder")
     for name, value in (("[denoiser]", denoiser), ("[scheduler]", scheduler), ("[diffusion]", schedule)):
         if value is None:
             raise SpecError(f"generation needs a {name} table", source=pipe.source)
+    native_height, native_width = blocks.native_size(pipe)
+    height, width = height or native_height, width or native_width
     prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
     label_list = [labels] if isinstance(labels, int) else list(labels or [])
     conditions = max(len(prompts), len(label_list), 1)
@@ -308,36 +256,41 @@ def generate(
     check_model_arguments(pipe, steps=steps, height=height, width=width)
     if not 0.0 < strength <= 1.0:
         raise ArgumentError("strength", f"{strength} is out of range: it must be above 0 and at most 1")
+    if isinstance(mask_blur, bool) or not isinstance(mask_blur, int) or not 0 <= mask_blur <= 64:
+        raise ArgumentError("mask_blur", f"{mask_blur!r} is out of range: it must be a whole number of pixels, 0 to 64")
+    if mask is not None and image is None:
+        raise ArgumentError("mask", "a mask needs the image it applies to (image=...)")
     if seeds is not None:
         check_seeds(seeds, batch, latents)
-    downscale = autoencoder.downscale if autoencoder is not None else 1
-    channels = autoencoder.latent_channels if autoencoder is not None else denoiser.in_channels
-    device, dtype = pipe.device, pipe.dtype
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds] if seeds is not None else None
     generator = torch.Generator("cpu").manual_seed(seed if seeds is None else seeds[0])
-    cond = condition(pipe, prompts, negative_prompt, label_list, num_images).to(device, dtype)
+    cond = blocks.condition(pipe, prompts, negative_prompt, label_list, num_images).to(pipe.device, pipe.dtype)
     sample_prompts = [p for p in prompts for _ in range(num_images)]
-    shape = (batch, channels, height // downscale, width // downscale)
+    negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt] * len(prompts)
+    cond = conditioners.extra_conditioning(cond, conditioners.ConditioningRequest(
+        pipe, sample_prompts, [n for n in negatives for _ in range(num_images)], height, width, inputs))
+    shape = blocks.latent_shape(pipe, batch, height, width)
+    if denoiser.in_channels == 2 * shape[1] + 1 and mask is None:
+        raise ArgumentError("mask", f"this denoiser is an inpainting model ({denoiser.in_channels} input channels: the "
+                            "latents, the mask and the masked image's latents): give an image and a mask")
 
-    schedule = schedule.for_sample(shape)  # a resolution-dependent formulation (flow's dynamic shift) settles here
-    plan = scheduler.plan(schedule, steps, strength).to(device)
-    if generators is not None:
-        noise = torch.cat([randn((1, *shape[1:]), g, device, dtype) for g in generators])
-    else:
-        noise = randn(shape, generator, device, dtype) if latents is None else latents.to(device, dtype)
+    schedule, plan = blocks.sampling_plan(pipe, shape, steps, strength)
+    noise = blocks.initial_noise(shape, pipe, generator, generators) if latents is None \
+        else latents.to(pipe.device, pipe.dtype)
     if tuple(noise.shape) != shape:
         raise SpecError(f"latents have shape {tuple(noise.shape)}, expected {shape}")
-    pixels = known_mask = None
+    pixels = pixel_mask = known_mask = None
     if image is not None:
         pixels = image if isinstance(image, Tensor) else from_pil(image, (width, height))
-        pixels = pixels.to(device, dtype)
+        if tuple(pixels.shape[-2:]) != (height, width):
+            raise ArgumentError("image", f"the image is {pixels.shape[-1]}x{pixels.shape[-2]} (width x height), "
+                                f"not the {width}x{height} asked for")
+        pixels = pixels.to(pipe.device, pipe.dtype)
         if pixels.shape[0] == 1 and batch > 1:
             pixels = pixels.expand(batch, -1, -1, -1)
         if mask is not None:
-            m = mask if isinstance(mask, Tensor) else from_pil(mask.convert("L"))[:, :1] * 0.5 + 0.5
-            if m.shape[-2:] != (height, width):
-                raise SpecError(f"mask is {tuple(m.shape[-2:])} (h, w) but the image is {(height, width)}")
-            known_mask = torch.nn.functional.interpolate(m.float(), size=shape[-2:], mode="nearest").to(device, dtype)
+            pixel_mask = blocks.mask_tensor(mask, height, width).to(pipe.device, pipe.dtype)
+            known_mask = blocks.latent_mask(pixel_mask, shape, pipe)
 
     lock = make_lock(pipe, lock_arguments(  # before sampling: it hashes the weights, which may fail
         prompt=prompt, negative_prompt=negative_prompt, labels=labels, steps=steps, seed=seed, num_images=num_images,
@@ -348,28 +301,81 @@ def generate(
     per_chunk = max(1, CHUNK_PIXELS // (height * width))
     for start in range(0, batch, per_chunk):
         part = slice(start, start + per_chunk)
-        x, known, part_mask = noise[part] * plan.init_noise_sigma, None, None
+        x, known, part_mask, extra = blocks.initial_latents(noise[part], plan), None, None, None
         if pixels is not None:
-            init = autoencoder.encode(pixels[part]) if autoencoder is not None else pixels[part]
+            init = blocks.encode_image(pipe, pixels[part])
             if strength < 1.0:
                 x = scheduler.noised(init, noise[part], plan, 0)
             if known_mask is not None:
-                known, part_mask = init, known_mask if known_mask.shape[0] == 1 else known_mask[part]
-        part_cond = cond.select(part)
+                rows = pixel_mask if pixel_mask.shape[0] == 1 else pixel_mask[part]
+                extra = blocks.inpainting_inputs(pipe, pixels[part], rows.expand(x.shape[0], -1, -1, -1), shape)
+                if extra is None:  # a model not trained for inpainting: blend the kept region every step
+                    known, part_mask = init, known_mask if known_mask.shape[0] == 1 else known_mask[part]
         step = SamplerStep.for_plan(plan)
-        model = guided_model(pipe, part_cond, sample_prompts[part] or None, generator, schedule, plan, step)
-        sampler, known_noise = scheduler, None
+        model = blocks.guided_model(pipe, cond.select(part), sample_prompts[part] or None, generator, schedule,
+                                    plan, step, extra_channels=extra)
+        # The kept region is noised with the sample's own initial noise at every level, as
+        # diffusers' inpainting pipelines do, so it stays one trajectory with the new content.
+        sampler, known_noise = scheduler, noise[part] if known is not None else None
         if generators is not None:
-            sampler, known_noise = sample_noise(scheduler, plan, generators[part], x, known)
-        final = run_sampler(model, sampler, plan, x, generator=generator, known=known, known_noise=known_noise,
-                            mask=part_mask, callback=callback, progress=progress, step=step)
-        decoded = autoencoder.decode(final) if autoencoder is not None else final
-        if not bool(torch.isfinite(decoded).all()):
-            raise SamplingError("decoding produced non-finite values (check the autoencoder weights and dtype)")
+            sampler = sample_noise(scheduler, plan, generators[part], x)
+        final = blocks.sample(pipe, model, plan, x, generator=generator, step=step, scheduler=sampler, known=known,
+                              known_noise=known_noise, mask=part_mask, callback=callback, progress=progress)
         finals.append(final)
-        decoded_parts.append(decoded)
-    final, decoded = torch.cat(finals), torch.cat(decoded_parts)
-    return GenerationResult(images=to_pil(decoded), latents=final, seed=seed, lock=lock, decoded=decoded)
+        if output_type != "latent":
+            decoded_parts.append(blocks.decode(pipe, final))
+    final = torch.cat(finals)
+    if output_type == "latent":
+        return GenerationResult(images=final, latents=final, seed=seed, lock=lock)
+    decoded = torch.cat(decoded_parts)
+    shown = decoded if pixel_mask is None else blocks.paste_known(decoded, pixels, pixel_mask, mask_blur)
+    return GenerationResult(images=output_images(shown, output_type), latents=final, seed=seed, lock=lock,
+                            decoded=decoded)
+
+
+def output_images(decoded: Tensor, output_type: str) -> Any:
+    """Decoded ``[B, 3, H, W]`` in [-1, 1] as ``output_type`` asks (diffusers' ``(x / 2 + 0.5)``, clamped)."""
+    if output_type == "pil":
+        return to_pil(decoded)
+    unit = (decoded.float() / 2 + 0.5).clamp(0, 1).cpu()
+    return unit if output_type == "pt" else unit.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+
+
+def same_argument(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """``value`` or its diffusers-named ``alias_value``; both given must agree."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise ArgumentError(alias, f"{alias_value} disagrees with {name}={value}: give one of them")
+    return alias_value
+
+
+def with_guidance_scale(pipe: Pipeline, scale: float) -> Pipeline:
+    """``pipe`` with the scale of its ``cfg`` guidance set to ``scale`` (a ``cfg`` entry put first
+    when the spec has none): a shallow copy sharing every module, whose spec records the scale."""
+    from .generation_requests import pipeline_variant  # it builds on this module
+
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ArgumentError("guidance_scale", f"{scale!r} is not a number")
+    types = [g.spec.type for g in pipe.guidance]
+    if "cfg" in types:
+        index = types.index("cfg")
+        if index:  # pipeline_variant sets the first scaled entry: make cfg's the one it sets
+            others = pipe.guidance[:index]
+            variant = pipeline_variant(pipe_with_guidance(pipe, pipe.guidance[index:]), None, scale)
+            return pipe_with_guidance(variant, others + variant.guidance)
+        return pipeline_variant(pipe, None, scale)
+    cfg = pipe.registry.build("guidance", {"type": "cfg", "scale": scale})
+    return pipe_with_guidance(pipe, [cfg, *pipe.guidance])
+
+
+def pipe_with_guidance(pipe: Pipeline, guidance: list[Any]) -> Pipeline:
+    """A shallow copy of ``pipe`` whose guidance (and spec's) is ``guidance``."""
+    pipe.__dict__.setdefault("_weight_hashes", {})  # shared with the copy: weights are hashed once
+    variant = copy.copy(pipe)
+    variant.guidance = list(guidance)
+    variant.spec = pipe.spec.model_copy(update={"guidance": [g.spec for g in guidance]})
+    return variant
 
 
 # -- per-sample seeds -------------------------------------------------------------------------
@@ -388,18 +394,15 @@ def check_seeds(seeds: list[int], samples: int, latents: Tensor | None) -> None:
             raise ArgumentError("seeds", exc.problem) from None
 
 
-def sample_noise(scheduler: Any, plan: Any, generators: list[torch.Generator], x: Tensor,
-                 known: Tensor | None) -> tuple[Any, Tensor | None]:
-    """``(scheduler, known_noise)`` for samples that each draw from their own generator, in the
-    order ``run_sampler`` draws from a one-sample call's generator: the inpainting noise of the
-    known region, then every step's noise. A stochastic scheduler comes back wrapped with its step
-    noise preset (``PresetStepNoise``); ``known_noise`` is None without a known region."""
-    one = (1, *x.shape[1:])
-    known_noise = torch.cat([randn(one, g, x.device, x.dtype) for g in generators]) if known is not None else None
+def sample_noise(scheduler: Any, plan: Any, generators: list[torch.Generator], x: Tensor) -> Any:
+    """The scheduler for samples that each draw from their own generator, in the order
+    ``run_sampler`` draws from a one-sample call's generator (every step's noise). A stochastic
+    scheduler comes back wrapped with its step noise preset (``PresetStepNoise``)."""
     if not scheduler.stochastic:
-        return scheduler, known_noise
+        return scheduler
+    one = (1, *x.shape[1:])
     noise = torch.cat([step_noise(len(plan), one, g, x.device, x.dtype) for g in generators], dim=1)  # (steps, B, ...)
-    return PresetStepNoise(scheduler, noise), known_noise
+    return PresetStepNoise(scheduler, noise)
 
 
 class PresetStepNoise:

@@ -27,6 +27,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from torch import nn
 
+from .blocks import native_size
 from .component import ComponentSpec
 from .errors import SpecError
 from .generation import (
@@ -212,17 +213,16 @@ class SampleRunner:
         elif first.conditioning == "label":
             arguments = {"labels": [s.label for s in samples]}
         variant = self.variant(first)
-        with variant.spec.runtime.autocast_context(variant.device):
+        with variant.spec.runtime.call_context(variant.device):
             result = generate(variant, **arguments, seeds=[s.seed for s in samples], steps=first.steps,
                               height=first.height, width=first.width, callback=callback, progress=False)
         return result.images
 
 
 def default_size(pipe: Pipeline) -> tuple[int, int]:
-    """``(height, width)`` a request gets when it gives none: the task's, else ``generate``'s 64."""
-    task = pipe.component("task")
-    spec = getattr(task, "spec", None)
-    return getattr(spec, "height", 64), getattr(spec, "width", 64)
+    """``(height, width)`` a request gets when it gives none: ``generate``'s default, the task's
+    size else the model's own (``sfumato.blocks.native_size``)."""
+    return native_size(pipe)
 
 
 def pipeline_variant(pipe: Pipeline, scheduler: ComponentSpec | None, guidance: float | None) -> Pipeline:

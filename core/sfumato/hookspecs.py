@@ -32,7 +32,7 @@ hookimpl = pluggy.HookimplMarker("sfumato")
 @hookspec
 def register_components(register: Callable[[type], None]) -> None:
     """Register component classes: encoders, denoisers, autoencoders, schedulers, sigma
-    schedules, guidance methods, classifiers, datasets and tasks.
+    schedules, guidance methods, speedups, classifiers, datasets and tasks.
 
     Call ``register(cls)`` once per class. ``cls`` must subclass one of the interfaces in
     ``sfumato`` (its kind is taken from that base) and define ``Spec``, a ``sfumato.ComponentSpec``
@@ -42,6 +42,32 @@ def register_components(register: Callable[[type], None]) -> None:
     plugin's) and the name follows the short-name rule. Two plugins registering the same kind and
     name is an error that names both. Any refusal fails the whole plugin, naming it, and rolls
     back everything it registered.
+    """
+
+
+@hookspec
+def register_spec_tables(register: Callable[..., None]) -> None:
+    """Declare pipeline spec tables beyond the core's (``[task]``, ``[text_encoder]``,
+    ``[denoiser]``, ``[[guidance]]``, ...), for the components a plugin's models use:
+    ``register("text_encoder_2", "encoder")`` (SDXL's second text encoder),
+    ``register("controlnet", ControlNet, many=True)`` (a ``[[controlnet]]`` list).
+
+    Call ``register(table, kind, many=False, description="")``. ``kind`` is the kind of component
+    the table holds: a kind name (``"encoder"``, ``"denoiser"``, ...) or an abstract
+    ``sfumato.Component`` subclass whose ``kind`` class attribute names a new kind, which
+    ``register_components`` (of this plugin or a later one) then accepts subclasses of. ``many``
+    makes the table a list (``[[table]]`` in TOML). This hook runs before the plugin's
+    ``register_components``.
+
+    A declared table is validated like the core's: its ``type`` against the registered types of
+    its kind, its fields against their ``Spec``, errors naming ``[table]`` or ``[[table]]`` #n;
+    it appears in the JSON Schema, merges through ``extends`` and takes ``--set`` overrides.
+    ``Pipeline`` builds it after the core tables, placed on the pipeline's device:
+    ``pipe.component(table)`` is the component (a list for ``many``). Table names are lowercase
+    letters, digits and ``_``; a name the core or another plugin uses is an error naming both.
+    A component in any table takes part in generation through two optional methods
+    (``sfumato.conditioners``): ``extra_conditioning`` adds extras to a call's conditioning,
+    ``wrap_denoiser`` runs beside every denoiser call.
     """
 
 

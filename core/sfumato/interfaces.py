@@ -107,6 +107,13 @@ class Denoiser(Component, nn.Module, ABC):
     #: Generation checks requested labels against it, so a wrong label is an error that says the
     #: range rather than an index error deep in an embedding; None: not declared, not checked.
     num_classes: int | None = None
+    #: The block classes this denoiser repeats (transformer blocks, residual blocks): ``[runtime]
+    #: compile`` compiles each class once and every instance shares the compiled code (regional
+    #: compilation, as diffusers' ``_repeated_blocks``) instead of tracing the whole forward. A
+    #: listed block must take tensors (and fixed Python values) and return a tensor; Python state it
+    #: reads (a model patch applied to a point inside it) is guarded, and a change recompiles it.
+    #: Empty: the whole forward is compiled (``sfumato.runtime.compile_denoiser``).
+    repeated_blocks: ClassVar[tuple[type[nn.Module], ...]] = ()
 
     @abstractmethod
     def forward(self, x: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:
@@ -115,7 +122,7 @@ class Denoiser(Component, nn.Module, ABC):
 
     def perturbation_points(self) -> dict[str, str]:
         """The named points where a model patch may change a forward (``sfumato.model_patches``):
-        module name -> kind (``self-attention``, ``cross-attention``, ``block``). A denoiser
+        module name -> kind (``self-attention``, ``cross-attention``, ``block``, ``deep-branch``). A denoiser
         advertises a point by building it from a module that inherits ``PatchPoint``; guidance
         (PAG, SEG, skip-layer) and speed plugins (step caches, token merging) select them by name."""
         return perturbation_points(self)
@@ -379,6 +386,41 @@ class Guidance(Component, ABC):
         per run (see the class docstring for state)."""
 
 
+class Speedup(Component, ABC):
+    """Makes a run's denoiser forwards cheaper: a step cache, token merging (``[[speedups]]``).
+
+    ``wrap`` receives the *unguided* predictor (``bind_predictor``; the denoiser run as its
+    formulation says) and returns one with the same signature; every ``[[guidance]]`` entry then
+    wraps the result, so a speedup sees each forward of the run once, with the whole batch
+    guidance makes (``[negative, positive, branches]``). Several speedups compose in spec order
+    (the last wraps the others). A speedup changes the work, not the method: a neutral one (its
+    ``neutral()`` is True) must return the predictor it is given, so the output is bit-identical.
+
+    Most speedups apply model patches (``sfumato.model_patches``) to the points the denoiser
+    advertises, for the forwards inside their predictor (``with denoiser.patched(...)``), and
+    read the step a call belongs to from ``context.step`` (``SamplerStep``) to decide whether to
+    compute or to reuse. State per run (the cached features) lives in the closure ``wrap`` returns,
+    exactly as for guidance: ``wrap`` is called once per run, so the same pipeline called twice
+    gives identical output. Keep decisions on Python values (the step index, shapes), not on
+    tensor values, where the method allows it: the sampling loop then has no host
+    synchronisation.
+    """
+
+    kind: ClassVar[str] = "speedup"
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+
+    @abstractmethod
+    def wrap(self, predictor: Predictor, context: GuidanceContext) -> Predictor:
+        """Return a predictor with the same signature that runs the denoiser more cheaply;
+        called once per run, before any guidance is wrapped (see the class docstring)."""
+
+    def neutral(self) -> bool:
+        """Whether this speedup changes nothing (then ``wrap`` returns its predictor)."""
+        return False
+
+
 # -- classifiers ----------------------------------------------------------------------------
 
 
@@ -437,5 +479,5 @@ class Task(Component, ABC):
 KINDS: dict[str, type[Component]] = {
     cls.kind: cls
     for cls in (Encoder, Denoiser, Autoencoder, Scheduler, Guidance, Classifier, Dataset, Task, SigmaSchedule,
-                Formulation, Adapter, Combiner)
+                Formulation, Adapter, Combiner, Speedup)
 }

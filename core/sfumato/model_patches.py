@@ -17,9 +17,18 @@ what their patch functions are given:
     ``patch(forward, x, *args) -> out``: ``forward`` runs the block, ``x`` ``[b, tokens, dim]`` its
     hidden states and ``args`` the rest of its inputs. Skip-layer guidance returns ``x``; a step
     cache would return a stored output, token merging would call ``forward`` on fewer tokens.
+``deep-branch`` (``BlockPatch``, same signature)
+    A U-Net's whole computation below one resolution level: ``forward(h, *args)`` runs the down
+    blocks from that level on, the middle block and the matching up blocks, skip connections
+    included, and returns what enters the up block of the level above. ``h`` ``[b, C, H, W]`` is
+    the downsampled feature map it starts from. DeepCache (Ma et al. 2023) returns a stored
+    output on most steps; the U-Net names these points ``deep.0`` (below the first level: the
+    most work) to ``deep.{levels - 2}``.
 
 Rows: a ``PointPatch`` applies to a ``slice`` of the batch (None: all of it); the point runs its
-own computation on the other rows, separately, as diffusers' PAG processors do. Without a patch a
+own computation on the other rows, separately, as diffusers' PAG processors do. A patch of every
+row (a speedup's) and patches of some rows (a guidance branch's) combine: the row patches run on
+their rows and the whole-batch patch stands for the point's own computation on the rest. Without a patch a
 point runs exactly its unpatched code (outputs and state-dict keys are unchanged).
 
 Patches live on the modules while the ``with`` block runs (as diffusers' attention processors
@@ -42,6 +51,7 @@ from .errors import SpecError
 SELF_ATTENTION = "self-attention"
 CROSS_ATTENTION = "cross-attention"
 BLOCK = "block"
+DEEP_BRANCH = "deep-branch"
 
 #: ``patch(q, k, v, attend, size) -> out`` at an attention point (see the module docstring).
 AttentionPatch = Callable[[Tensor, Tensor, Tensor, Callable[[Tensor, Tensor, Tensor], Tensor],
@@ -111,7 +121,16 @@ class PatchPoint:
 def by_rows(patches: Sequence[PointPatch], batch: int, own: Callable[[slice], Tensor],
             patched: Callable[[Callable[..., Tensor], slice], Tensor]) -> Tensor:
     """The batch's output assembled from contiguous row ranges: each patch's rows from
-    ``patched(function, rows)``, the rows no patch covers from ``own(rows)``, concatenated in order."""
+    ``patched(function, rows)``, the rows no patch covers from ``own(rows)`` (or from the patch of
+    every row, when there are also patches of some rows), concatenated in order."""
+    whole = [patch for patch in patches if patch.rows is None]
+    if len(whole) > 1:
+        raise ValueError(f"{len(whole)} model patches apply to every row of one point (two speedups patching the same "
+                         "points?); at most one may")
+    if whole and len(whole) < len(patches):  # a patch of every row is the point's own computation elsewhere
+        default = whole[0].function
+        patches = [patch for patch in patches if patch.rows is not None]
+        own = partial(patched, default)
     spans = sorted((((patch.rows or slice(0, batch)).indices(batch)[:2], patch.function) for patch in patches),
                    key=lambda span: span[0])
     parts, start = [], 0

@@ -158,8 +158,11 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
-def save_image(image: Image.Image, path: str | Path, lock: dict[str, Any] | None = None) -> Path:
-    """Write an image (atomically) in the format of its extension, with ``lock`` in it.
+def save_image(image: Image.Image, path: str | Path, lock: dict[str, Any] | None = None,
+               parameters: str | None = None) -> Path:
+    """Write an image (atomically) in the format of its extension, with ``lock`` in it, and in a
+    PNG ``parameters``, the AUTOMATIC1111 WebUI's settings text (``sfumato.webui_parameters``),
+    in a text chunk of that name beside the lock.
 
     :raises SfumatoError: when the file cannot be written (a full disk, permissions); no partial
         file is left behind.
@@ -173,6 +176,8 @@ def save_image(image: Image.Image, path: str | Path, lock: dict[str, Any] | None
         if kind == "PNG":
             info = PngImagePlugin.PngInfo()
             info.add_text(PNG_KEY, text)
+            if parameters is not None:
+                info.add_text("parameters", parameters)
             options["pnginfo"] = info
         else:
             exif = Image.Exif()

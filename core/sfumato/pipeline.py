@@ -11,10 +11,10 @@ from torch import nn
 from .adapter import Adapter, check_scale, pending_adapters
 from .component import Component
 from .errors import PluginError, SfumatoError, SpecError
-from .interfaces import Denoiser, Guidance, Task
+from .interfaces import Denoiser, Guidance, Speedup, Task
 from .formulation import Formulation
 from .registry import Registry, get_registry
-from .specs import COMPONENT_TABLES, PipelineSpecBase, load_spec, validate_component
+from .specs import PipelineSpecBase, component_tables, list_tables, load_spec, validate_component
 from .training import TrainingTask
 
 
@@ -23,9 +23,12 @@ class Pipeline:
 
     Attributes are the spec's component tables (``text_encoder``, ``autoencoder``, ``denoiser``,
     ``scheduler``, ``task``, ...; None when the spec has no such table), ``guidance`` (a list, in
-    spec order), ``adapters`` (a list of the applied ``[[adapters]]``, in order), ``schedule`` (the
-    ``Formulation`` of ``[diffusion]``: a ``NoiseSchedule`` for the default variance-preserving
-    one), ``device`` and ``dtype``.
+    spec order), ``speedups`` (a list of the ``[[speedups]]``, in spec order), ``adapters`` (a list
+    of the applied ``[[adapters]]``, in order), ``schedule`` (the ``Formulation`` of
+    ``[diffusion]``: a ``NoiseSchedule`` for the default variance-preserving one), ``device`` and
+    ``dtype``. Tables plugins declare (``register_spec_tables``) are built after the core's: a
+    single one is an attribute like theirs (``pipe.text_encoder_2``), a list one a list
+    (``pipe.controlnet``, also in ``component_lists``).
 
     Adapters are applied after every component is built and placed on its device, in spec order;
     ``load_adapter``, ``set_adapter_scales`` and ``remove_adapter`` change them later, and keep
@@ -41,7 +44,7 @@ class Pipeline:
         self.dtype = runtime.torch_dtype()
         adapters = [self._build_adapter(i, table) for i, table in enumerate(spec.adapters)]  # files read first
         self.components: dict[str, Component] = {}
-        for table, kind in COMPONENT_TABLES.items():
+        for table, kind in component_tables(self.registry).items():  # the core's, then plugins' tables
             table_spec = getattr(spec, table, None)
             if table_spec is None or table == "dataset":
                 continue
@@ -49,7 +52,14 @@ class Pipeline:
             if isinstance(component, nn.Module):
                 component = self._place(component)
             self.components[table] = component
+        #: The components of plugin-declared list tables (``register_spec_tables`` with ``many``).
+        self.component_lists: dict[str, list[Component]] = {}
+        for table, kind in list_tables(self.registry).items():
+            if table in self.registry.spec_tables:
+                built = [self.registry.build(kind, item) for item in getattr(spec, table)]
+                self.component_lists[table] = [self._place(c) if isinstance(c, nn.Module) else c for c in built]
         self.guidance: list[Guidance] = [self.registry.build("guidance", g) for g in spec.guidance]
+        self.speedups: list[Speedup] = [self.registry.build("speedup", s) for s in spec.speedups]
         self._refuse_untrained()
         self.schedule: Formulation | None = self.components.pop("diffusion", None)
         task = self.components.get("task")
@@ -74,6 +84,8 @@ class Pipeline:
             return
         built = [(f"[{table}]", c) for table, c in self.components.items()]
         built += [(f"[[guidance]] #{i + 1}", g) for i, g in enumerate(self.guidance)]
+        built += [(f"[[{table}]] #{i + 1}", c) for table, items in self.component_lists.items()
+                  for i, c in enumerate(items)]
         untrained = [f"{where} {c.spec.type!r}" for where, c in built if needs_weights(c) and not c.spec.weights]
         if untrained:
             names = untrained[0] if len(untrained) == 1 else ", ".join(untrained[:-1]) + " and " + untrained[-1]
@@ -159,8 +171,8 @@ class Pipeline:
             module.enable_tiling()
         if runtime.vae_slicing and hasattr(module, "enable_slicing"):
             module.enable_slicing()
-        if runtime.compile and isinstance(module, Denoiser):
-            module.forward = torch.compile(module.forward)
+        if isinstance(module, Denoiser):
+            runtime.compile_denoiser(module)  # its repeated blocks, or the whole forward
         return module
 
     @classmethod
@@ -195,15 +207,22 @@ class Pipeline:
     def component(self, table: str) -> Any:
         if table == "guidance":
             return self.guidance or None
+        if table == "speedups":
+            return self.speedups or None
         if table == "adapters":
             return self.adapters or None
+        if table in self.component_lists:
+            return self.component_lists[table] or None
         if table == "diffusion":
             return self.schedule
         return self.components.get(table)
 
     def __getattr__(self, name: str) -> Any:
-        if name in COMPONENT_TABLES:
+        registry = self.__dict__.get("registry")
+        if name in component_tables(registry):
             return self.__dict__.get("components", {}).get(name)
+        if name in list_tables(registry) and name in self.__dict__.get("component_lists", {}):
+            return self.__dict__["component_lists"][name]
         raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -211,12 +230,13 @@ class Pipeline:
         if task is None:
             raise SpecError("this pipeline's spec has no task; set task = \"text-to-image\" (or another "
                             f"registered task: {', '.join(self.registry.types('task'))})", source=self.source)
-        with self.spec.runtime.autocast_context(self.device):
+        with self.spec.runtime.call_context(self.device):
             return task.run(self, *args, **kwargs)
 
     def __repr__(self) -> str:
         parts = [f"{t}={type(c).__name__}" for t, c in self.components.items()]
         parts += [f"guidance=[{', '.join(type(g).__name__ for g in self.guidance)}]"] if self.guidance else []
+        parts += [f"speedups=[{', '.join(type(s).__name__ for s in self.speedups)}]"] if self.speedups else []
         parts += [f"adapters=[{', '.join(repr(a.name) for a in self.adapters)}]"] if self.adapters else []
         return f"Pipeline({', '.join(parts)}, device={self.device}, dtype={self.dtype})"
 

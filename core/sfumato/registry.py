@@ -100,6 +100,18 @@ class SamplerAlias:
 
 
 @dataclass(frozen=True)
+class SpecTable:
+    """A spec table a plugin declared (``register_spec_tables``): ``[table]`` (or ``[[table]]``
+    when ``many``) holding a component of ``kind``."""
+
+    table: str
+    kind: str
+    many: bool
+    description: str
+    plugin: str
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A named built-in model: a pipeline spec file shipped by a plugin."""
 
@@ -132,6 +144,10 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.components: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
         self.models: dict[str, ModelEntry] = {}
+        #: Spec tables plugins declared (``register_spec_tables``), by table name, in load order.
+        self.spec_tables: dict[str, SpecTable] = {}
+        #: The interface class of each kind a plugin declared (a kind beyond ``KINDS``).
+        self.kind_bases: dict[str, type[Component]] = {}
         #: Sampler and sigma schedule names of other tools, by their normalised spelling.
         self.sampler_aliases: dict[str, SamplerAlias] = {}
         self.schedule_aliases: dict[str, SamplerAlias] = {}
@@ -231,9 +247,15 @@ class Registry:
         staged_components: list[Registered] = []
         staged_models: list[ModelEntry] = []
         staged_aliases: list[SamplerAlias] = []
+        staged_tables: list[SpecTable] = []
+        staged_kinds: dict[str, type[Component]] = {}
+
+        def register_table(table: str, kind: str | type, many: bool = False, description: str = "") -> None:
+            staged_tables.append(self._validate_table(table, kind, many, description, info, staged_tables,
+                                                      staged_kinds))
 
         def register_component(cls: type) -> None:
-            staged_components.append(self._validate_component(cls, info))
+            staged_components.append(self._validate_component(cls, info, staged_kinds))
 
         def register_model(name: str, spec_path: str | Path, description: str = "") -> None:
             check_name(name, info.name, info.source == "registry", "model", self._plugins)
@@ -242,7 +264,7 @@ class Registry:
         def register_alias(name: str, table: dict[str, Any]) -> None:
             staged_aliases.append(_checked_alias(name, table, info.name))
 
-        calls = [("register_components", register_component), ("register_models", register_model),
+        calls = [("register_spec_tables", register_table), ("register_components", register_component), ("register_models", register_model),
                  ("register_sampler_aliases", register_alias)]
         try:
             for hook_name, callback in calls:
@@ -253,7 +275,7 @@ class Registry:
             info.failed_in = "register_components"
             for entry in staged_components:
                 kind, type_name = entry.cls.kind, entry.cls.type_name()
-                owner = self.components[kind].get(type_name)
+                owner = self.components.get(kind, {}).get(type_name)
                 if owner is not None:
                     raise PluginError(
                         f"{kind} type {type_name!r} is registered by both plugin {owner.plugin!r} "
@@ -283,6 +305,12 @@ class Registry:
             info.error = f"in {info.failed_in}: {_describe(exc)}"
             return
         info.failed_in = None
+        for kind, base in staged_kinds.items():
+            self.kind_bases[kind] = base
+            self.components[kind] = {}
+        for entry in staged_tables:
+            self.spec_tables[entry.table] = entry
+            info.provides.setdefault("spec table", []).append(entry.table)
         for entry in staged_components:
             self.components[entry.cls.kind][entry.cls.type_name()] = entry
             info.provides.setdefault(entry.cls.kind, []).append(entry.cls.type_name())
@@ -292,11 +320,46 @@ class Registry:
         for alias in staged_aliases:
             self._aliases(alias.is_sampler)[_name_key(alias.name)] = alias
 
-    def _validate_component(self, cls: Any, info: PluginInfo) -> Registered:
-        if not isinstance(cls, type) or not issubclass(cls, Component) or cls.kind not in KINDS:
+    def _validate_table(self, table: Any, kind: Any, many: Any, description: Any, info: PluginInfo,
+                        staged: list[SpecTable], staged_kinds: dict[str, type[Component]]) -> SpecTable:
+        """A ``register_spec_tables`` registration, or a ``PluginError`` saying what is wrong."""
+        from .specs import core_table_names
+
+        if not isinstance(table, str) or not table or not (table[0].isalpha() and table.isascii()
+                                                            and table.replace("_", "a").isalnum() and table.islower()):
+            raise PluginError(f"register({table!r}, ...): a spec table name is lowercase letters, digits and '_', "
+                              "starting with a letter (text_encoder_2)")
+        if table in core_table_names():
+            raise PluginError(f"register({table!r}, ...): [{table}] is a table of the core spec")
+        owner = self.spec_tables.get(table) or next((t for t in staged if t.table == table), None)
+        if owner is not None:
+            raise PluginError(f"spec table [{table}] is declared by both plugin {owner.plugin!r} and plugin {info.name!r}")
+        if isinstance(kind, type):
+            name = getattr(kind, "kind", None)
+            if not issubclass(kind, Component) or not isinstance(name, str) or not name:
+                raise PluginError(f"register({table!r}, {kind!r}): a kind class subclasses sfumato.Component and "
+                                  "names its kind in a 'kind' class attribute")
+            known = self.kind_bases.get(name) or staged_kinds.get(name) or KINDS.get(name)
+            if known is not None and known is not kind:
+                raise PluginError(f"register({table!r}, {kind.__qualname__}): kind {name!r} is already "
+                                  f"{known.__qualname__}'s")
+            if known is None:
+                staged_kinds[name] = kind
+            kind = name
+        elif not isinstance(kind, str) or kind not in {*self.components, *staged_kinds}:
+            raise PluginError(f"register({table!r}, {kind!r}): unknown kind; give a kind name "
+                              f"({', '.join(self.components)}) or the interface class of a new kind")
+        if not isinstance(many, bool) or not isinstance(description, str):
+            raise PluginError(f"register({table!r}, ...): many is True or False and description a string")
+        return SpecTable(table, kind, many, description, info.name)
+
+    def _validate_component(self, cls: Any, info: PluginInfo,
+                            staged_kinds: dict[str, type[Component]] | None = None) -> Registered:
+        kinds = {**KINDS, **self.kind_bases, **(staged_kinds or {})}
+        if not isinstance(cls, type) or not issubclass(cls, Component) or cls.kind not in kinds:
             raise PluginError(
                 f"register({cls!r}): expected a subclass of one of sfumato's interfaces "
-                f"({', '.join(k.__name__ for k in KINDS.values())})"
+                f"({', '.join(k.__name__ for k in kinds.values())})"
             )
         spec_cls = getattr(cls, "Spec", None)
         from .component import ComponentSpec
@@ -472,7 +535,7 @@ class Registry:
     def _close_names(self, name: str, samplers: bool) -> str:
         """`` (did you mean ...?)`` with the known names closest to ``name``, or ""."""
         types = self.components["scheduler" if samplers else "sigmas"]
-        names = {_name_key(known): known for known in (*types, *(a.name for a in self._aliases(samplers).values()))}
+        names = {_name_key(known): known for known in (*(a.name for a in self._aliases(samplers).values()), *types)}
         close = difflib.get_close_matches(_name_key(name), list(names), n=3, cutoff=0.6)
         return f" (did you mean {' or '.join(repr(names[key]) for key in close)}?)" if close else ""
 
@@ -516,10 +579,9 @@ class Registry:
             raise PluginError(f"{path}: no plugin read it as a checkpoint; " + "; ".join(failures))
         return None
 
-    @staticmethod
-    def _check_kind(kind: str) -> str:
-        if kind not in KINDS:
-            raise SpecError(f"unknown component kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    def _check_kind(self, kind: str) -> str:
+        if kind not in self.components:
+            raise SpecError(f"unknown component kind {kind!r}; valid kinds: {', '.join(self.components)}")
         return kind
 
 

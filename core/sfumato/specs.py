@@ -37,10 +37,29 @@ COMPONENT_TABLES: dict[str, str] = {
     "dataset": "dataset",
     "diffusion": "formulation",
 }
-LIST_TABLES: dict[str, str] = {"guidance": "guidance", "adapters": "adapter"}
+LIST_TABLES: dict[str, str] = {"guidance": "guidance", "adapters": "adapter", "speedups": "speedup"}
 PLAIN_TABLES: dict[str, type[BaseModel]] = {"runtime": RuntimeSpec, "train": TrainSpec}
 #: The ``type`` a component table has when it states none.
 DEFAULT_TYPES: dict[str, str] = {"diffusion": "vp"}
+
+
+def core_table_names() -> set[str]:
+    """The top-level names of the core spec, which no plugin may declare."""
+    return {*COMPONENT_TABLES, *LIST_TABLES, *PLAIN_TABLES, "extends"}
+
+
+def component_tables(registry: Any = None) -> dict[str, str]:
+    """The single component tables of a spec and their kinds: the core's (``COMPONENT_TABLES``),
+    then those the plugins of ``registry`` declared (``register_spec_tables``)."""
+    declared = getattr(registry, "spec_tables", {}).values()
+    return {**COMPONENT_TABLES, **{t.table: t.kind for t in declared if not t.many}}
+
+
+def list_tables(registry: Any = None) -> dict[str, str]:
+    """The list tables (``[[table]]``) of a spec and their kinds: the core's (``LIST_TABLES``),
+    then those the plugins of ``registry`` declared."""
+    declared = getattr(registry, "spec_tables", {}).values()
+    return {**LIST_TABLES, **{t.table: t.kind for t in declared if t.many}}
 
 
 class PipelineSpecBase(BaseModel):
@@ -204,12 +223,13 @@ def merge(
     old one (``retype``); ``kinds`` maps the tables of this level to their kind (default: the
     pipeline spec's component tables; a nested table that changes type is replaced whole).
     """
-    kinds = COMPONENT_TABLES if kinds is None else kinds
+    top = kinds is None
+    kinds = component_tables(registry) if top else kinds
     out = copy.deepcopy(base)
     for key, value in override.items():
         old = out.get(key)
         if isinstance(old, dict) and isinstance(value, dict):
-            old_type = old.get("type", DEFAULT_TYPES.get(key) if kinds is COMPONENT_TABLES else None)
+            old_type = old.get("type", DEFAULT_TYPES.get(key) if top else None)
             if old_type is not None and "type" in value and old_type != value["type"]:
                 old = retype(old, value["type"], kinds.get(key), registry)
             out[key] = merge(old, value, registry, kinds={})
@@ -310,8 +330,8 @@ def _apply(data: dict[str, Any], override: Override, registry: Any) -> None:
                 raise SpecError(f"no item {path[depth + 1]} in {part}: the spec has no {part}", source=label)
             node = node.setdefault(part, {})
         elif part == "type" and "type" in node and node["type"] != value:
-            kind = COMPONENT_TABLES.get(path[0]) if depth == 1 else (
-                LIST_TABLES.get(path[0]) if depth == 2 else None)
+            kind = component_tables(registry).get(path[0]) if depth == 1 else (
+                list_tables(registry).get(path[0]) if depth == 2 else None)
             retyped = retype(node, value, kind, registry)
             node.clear()
             node.update(retyped)
@@ -344,10 +364,10 @@ def pipeline_spec_model(registry: Any) -> type[PipelineSpecBase]:
         "runtime": (RuntimeSpec, Field(default_factory=RuntimeSpec)),
         "train": (Optional[TrainSpec], None),
     }
-    for table, kind in COMPONENT_TABLES.items():
+    for table, kind in component_tables(registry).items():
         union = component_union(registry, kind)
         fields[table] = (Optional[union], None) if union is not None else (None, None)
-    for table, kind in LIST_TABLES.items():
+    for table, kind in list_tables(registry).items():
         union = component_union(registry, kind)
         fields[table] = (list[union], Field(default_factory=list)) if union is not None else (list[None], Field(default_factory=list))
     model = create_model("PipelineSpec", __base__=PipelineSpecBase, **fields)
@@ -372,8 +392,9 @@ def validate_spec(
     try:
         spec = pipeline_spec_model(registry).model_validate(data)
     except ValidationError as exc:
-        reported = {_table_of(loc) for loc, _ in problems}
-        problems += [p for p in validation_problems(exc, data) if _table_of(p[0]) not in reported]
+        reported = {_table_of(loc, registry) for loc, _ in problems}
+        problems += [p for p in validation_problems(exc, data, registry=registry)
+                     if _table_of(p[0], registry) not in reported]
     if problems:
         raise spec_error(problems, source, parse_overrides(overrides))
     return spec
@@ -401,9 +422,9 @@ def _caused_by(loc: tuple[Any, ...], overrides: list[Override]) -> Override | No
     return None
 
 
-def _table_of(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+def _table_of(loc: tuple[Any, ...], registry: Any = None) -> tuple[Any, ...]:
     """The table part of a problem's location: ``("scheduler",)`` or ``("guidance", 0)``."""
-    if len(loc) > 1 and loc[0] in LIST_TABLES and isinstance(loc[1], int):
+    if len(loc) > 1 and loc[0] in list_tables(registry) and isinstance(loc[1], int):
         return loc[:2]
     return loc[:1]
 
@@ -419,12 +440,13 @@ def validate_component(cls: type[Component], data: dict[str, Any], where: str) -
 def _check_types(data: dict[str, Any], registry: Any) -> list[Problem]:
     """Unknown tables and unknown or missing ``type`` values, with the valid choices."""
     problems: list[Problem] = []
-    known = set(COMPONENT_TABLES) | set(LIST_TABLES) | set(PLAIN_TABLES)
+    singles, lists = component_tables(registry), list_tables(registry)
+    known = set(singles) | set(lists) | set(PLAIN_TABLES)
     for key in data:
         if key not in known:
             problems.append(((key,), f"unknown table [{key}]; valid tables: {', '.join(sorted(known))}"))
-    tables = [((t,), f"[{t}]", data.get(t), k) for t, k in COMPONENT_TABLES.items()]
-    for table, kind in LIST_TABLES.items():
+    tables = [((t,), f"[{t}]", data.get(t), k) for t, k in singles.items()]
+    for table, kind in lists.items():
         items = data.get(table, [])
         if not isinstance(items, list):
             problems.append(((table,), f"[[{table}]] must be a list of tables (write [[{table}]] in TOML)"))
@@ -445,7 +467,8 @@ def _check_types(data: dict[str, Any], registry: Any) -> list[Problem]:
     return problems
 
 
-def validation_problems(exc: ValidationError, data: dict[str, Any], top: bool = True) -> list[Problem]:
+def validation_problems(exc: ValidationError, data: dict[str, Any], top: bool = True,
+                        registry: Any = None) -> list[Problem]:
     """One problem per pydantic error, worded ``[table] field: message (got value)``.
 
     Pydantic names the member of a union in an error's location (the ``type`` of a component
@@ -475,10 +498,10 @@ def validation_problems(exc: ValidationError, data: dict[str, Any], top: bool = 
             if union not in fitting:  # else a member whose shape the value does not have (a table is no string)
                 unfit.setdefault(loc, []).append(error)
             continue
-        problems.append((loc, _located(loc, _message(error), data, top)))
+        problems.append((loc, _located(loc, _message(error), data, top, registry)))
     for loc, members in unfit.items():
         joined = {**members[0], "msg": "; or ".join(member["msg"] for member in members)}
-        problems.append((loc, _located(loc, _message(joined), data, top)))
+        problems.append((loc, _located(loc, _message(joined), data, top, registry)))
     return problems
 
 
@@ -505,15 +528,16 @@ def _message(error: Any) -> str:
     return error["msg"]
 
 
-def _located(loc: tuple[Any, ...], message: str, data: dict[str, Any], top: bool) -> str:
+def _located(loc: tuple[Any, ...], message: str, data: dict[str, Any], top: bool, registry: Any = None) -> str:
     """``message`` prefixed with where it applies: ``[table] field`` (``[[guidance]] #1 field``)."""
     rest, where = list(loc), ""
     if top and rest:
         head = rest.pop(0)
-        if head in LIST_TABLES and rest and isinstance(rest[0], int):
+        if head in list_tables(registry) and rest and isinstance(rest[0], int):
             where = f"[[{head}]] #{rest.pop(0) + 1}"
         else:
-            where = f"[{head}]" if head in data or head in COMPONENT_TABLES or head in PLAIN_TABLES else str(head)
+            known = head in data or head in component_tables(registry) or head in PLAIN_TABLES
+            where = f"[{head}]" if known else str(head)
     field = ".".join(str(p) for p in rest)
     return f"{where} {field}: {message}".strip() if field else f"{where}: {message}"
 

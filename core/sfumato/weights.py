@@ -159,6 +159,26 @@ def load_into(module: nn.Module, state_dict: Mapping[str, Tensor], source: str =
     return module
 
 
+def rename_by_prefix(state_dict: Mapping[str, Tensor], pairs: list[tuple[str, str]], source: str,
+                     what: str = "the model") -> dict[str, Tensor]:
+    """Rename each key of ``state_dict`` by the longest of the ``(old_prefix, new_prefix)`` pairs
+    it starts with (checkpoint layouts that differ by module paths: the original LDM numbering of
+    a U-Net, a ControlNet, ...). A key no prefix matches is a ``WeightsError`` naming ``source``
+    and listing the first twenty."""
+    pairs = sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
+    renamed, unmatched = {}, []
+    for key, value in state_dict.items():
+        match = next(((old, new) for old, new in pairs if key.startswith(old)), None)
+        if match is None:
+            unmatched.append(key)
+        else:
+            renamed[match[1] + key[len(match[0]):]] = value
+    if unmatched:
+        shown = "\n    ".join(sorted(unmatched)[:20])
+        raise WeightsError(f"{source}: {len(unmatched)} key(s) have no place in {what}:\n    {shown}")
+    return renamed
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file (recorded in output locks)."""
     digest = hashlib.sha256()

@@ -18,6 +18,7 @@ import sfumato
 from pydantic import Field
 
 from .lora_formats import COMPONENT_TABLES, LoRALayer, listed, read_lora
+from .lora_training import TrainableLoRA
 
 #: Tables a LoRA may target, and how messages name them.
 TARGETS = {"denoiser": "denoiser", "text_encoder": "text encoder"}
@@ -37,9 +38,15 @@ class LoRASpec(sfumato.AdapterSpec):
 
 
 class LoRA(sfumato.Adapter):
-    """A LoRA file's layers as weight patches on the pipeline's components."""
+    """A LoRA file's layers as weight patches on the pipeline's components.
+
+    ``LoRA.Trainable`` (``lora_training.TrainableLoRA``) is how other plugins train one: a
+    training recipe reaches it as ``sfumato.get_registry().get("adapter", "lora").Trainable``
+    and saves files this type reads.
+    """
 
     Spec: ClassVar[type[LoRASpec]] = LoRASpec
+    Trainable: ClassVar[type[TrainableLoRA]] = TrainableLoRA
 
     def __init__(self, spec: LoRASpec):
         super().__init__(spec)

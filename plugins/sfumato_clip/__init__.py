@@ -16,7 +16,7 @@ from .config import PRESETS, CLIPConfig, TextConfig, VisionConfig, list_models, 
 from .encoders import CLIPImageEncoder, CLIPTextEncoder
 from .heads import HEADS_FILE, ProjectionHead, load_head
 from .losses import clip_loss
-from .search import SearchIndex, build_index, query_image, query_text
+from .search import SearchIndex, build_index, query_image, query_text, update_index
 from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier, class_embeddings, ensemble_embeddings
 from .model import CLIP, TextTransformer, VisionTransformer
 from .tokenizer import TextTokenizer, train_tokenizer
@@ -33,16 +33,18 @@ def register_components(register):
 @sfumato.hookimpl
 def register_commands(cli):
     from .cli import register
+    from .embed_cli import register as register_embed
     from .export_cli import register as register_export
     from .tokenizer_cli import register as register_tokenizer
 
     register(cli)
+    register_embed(cli)
     register_export(cli)
     register_tokenizer(cli)
 
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "SearchIndex", "ZeroShotClassifier", "build_index", "class_embeddings",
+    "DEFAULT_TEMPLATES", "SearchIndex", "ZeroShotClassifier", "build_index", "update_index", "class_embeddings",
     "ensemble_embeddings", "clip_loss", "query_image", "query_text", "HEADS_FILE", "ProjectionHead", "load_head",
     "clip_from_encoders", "heads_state", "CLIP", "CLIPConfig", "CLIPImageEncoder", "CLIPTextEncoder", "PRESETS", "TextConfig",
     "TextTokenizer", "TextTransformer", "VisionConfig", "VisionTransformer", "export_hf",

@@ -120,10 +120,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CLIPConfig | N
     return state, config
 
 
-def _read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CLIPConfig | None, bool]:
+def _read_checkpoint(path: str | Path, prefix: str | None = None) -> tuple[dict[str, Tensor], CLIPConfig | None, bool]:
     """``read_checkpoint`` plus whether the config is only assumed (SD 1.x single files record
-    none), so that a spec's ``architecture`` may replace it."""
+    none), so that a spec's ``architecture`` may replace it. ``prefix``: read only the file's keys
+    under it, without it (one tower of a checkpoint that holds several models)."""
     path = Path(path)
+    if prefix and path.is_file() and _has_prefix(path, prefix):
+        return _read_prefixed(path, prefix)
     if is_run_folder(path):
         state, config = read_run(path)
         return state, config, False
@@ -144,6 +147,33 @@ def _read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], CLIPConfig | 
     if beside.is_file():
         return state, config_from_hf(json.loads(beside.read_text()), _projection_dim(state)), False
     return state, None, False
+
+
+def _has_prefix(path: Path, prefix: str) -> bool:
+    """Whether a safetensors file has keys under ``prefix``: a file of one tower alone (what
+    ``sfumato convert`` writes from a multi-model file) is read whole whatever the spec's prefix."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return any(key.startswith(prefix) for key in f.keys())
+    except Exception:  # not safetensors: the whole-file reader says what it is
+        return False
+
+
+def _read_prefixed(path: Path, prefix: str) -> tuple[dict[str, Tensor], CLIPConfig | None, bool]:
+    """The tower under ``prefix`` of a file holding several models (an SDXL single file's
+    ``conditioner.embedders.0.transformer.`` in the transformers layout, ``conditioner.embedders.1.model.``
+    in open_clip's): its architecture read from the shapes where the layout allows, assumed."""
+    raw = {k[len(prefix):]: v for k, v in load_weights(path).items() if k.startswith(prefix)}
+    if not raw:
+        raise WeightsError(f"{path} has no keys under the prefix {prefix!r}")
+    if is_open_clip_layout(raw):  # a text tower alone records no architecture the shapes tell in full
+        return open_clip_to_sfumato(raw), config_from_open_clip(raw) if "visual.conv1.weight" in raw else None, True
+    if is_hf_layout(raw):
+        return hf_to_sfumato(raw), None, True
+    raise WeightsError(f"{path}: the keys under {prefix!r} are neither a transformers nor an open_clip CLIP text "
+                       f"tower (they start with {sorted(raw)[:3]})")
 
 
 def read_run(folder: Path) -> tuple[dict[str, Tensor], CLIPConfig]:
@@ -182,7 +212,7 @@ def read_run(folder: Path) -> tuple[dict[str, Tensor], CLIPConfig]:
 
 
 def resolve_checkpoint(
-    weights: str | None, architecture: str | CLIPConfig | None
+    weights: str | None, architecture: str | CLIPConfig | None, prefix: str | None = None,
 ) -> tuple[dict[str, Tensor] | None, CLIPConfig]:
     """The state dict (None without weights) and the architecture for an encoder spec.
 
@@ -190,7 +220,7 @@ def resolve_checkpoint(
     weights); a given architecture must agree with a file that records its own (an SD 1.x single
     file records none: ViT-L/14's text tower is only its default).
     """
-    state, recorded, assumed = _read_checkpoint(weights) if weights else (None, None, False)
+    state, recorded, assumed = _read_checkpoint(weights, prefix) if weights else (None, None, False)
     if architecture is None:
         if weights and recorded is None:
             raise WeightsError(f"{weights} does not record its architecture; set `architecture` in the spec")

@@ -18,7 +18,8 @@ import torch
 
 from .arguments import check_out, positive_int
 from .images import check_image_file, encode_file_inputs, file_input
-from .search import SearchIndex, build_index, encoder_identity, index_files, query_image, query_text
+from .ann import EF_SEARCH, AnnGraph, graph_path, load_graph, require_faiss
+from .search import SearchIndex, build_index, encoder_identity, index_files, query_image, query_text, update_index
 from .zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier
 
 #: How many skipped images ``search index`` lists by name.
@@ -127,17 +128,41 @@ def report_skipped(skipped: list[str]) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    check_out(args.out, args.overwrite)
+    if args.update and args.overwrite:
+        raise sfumato.SpecError("give --update (bring the index up to date) or --overwrite (build it anew), not both")
+    existing = SearchIndex.load(args.out) if args.update and Path(args.out).exists() else None
+    if existing is None:
+        check_out(args.out, args.overwrite)
+    args.ann = args.ann or bool(existing and existing.ann)  # an update keeps the index's graph up to date too
+    if args.ann:
+        require_faiss()
     index_files(args.folder)
-    text_encoder, image_encoder = load_encoders(args)
-    index = build_index(image_encoder, args.folder, batch_size=args.batch_size, strict=args.strict)
-    index.encoders = {"text_encoder": text_encoder.spec.model_dump(mode="json"),
-                      "image_encoder": image_encoder.spec.model_dump(mode="json")}
-    index.identity = encoder_identity(text_encoder, image_encoder)
+    text_encoder, image_encoder = load_encoders(args, existing.encoders if existing else None)
+    if existing is not None:
+        existing.check_encoder(text_encoder, "text_encoder", purpose="update")
+        existing.check_encoder(image_encoder, "image_encoder", purpose="update")
+        index, update = update_index(existing, image_encoder, args.folder, batch_size=args.batch_size,
+                                     strict=args.strict)
+    else:
+        index = build_index(image_encoder, args.folder, batch_size=args.batch_size, strict=args.strict)
+        index.encoders = {"text_encoder": text_encoder.spec.model_dump(mode="json"),
+                          "image_encoder": image_encoder.spec.model_dump(mode="json")}
+        index.identity = encoder_identity(text_encoder, image_encoder)
+    index.ann = None
+    if args.ann:
+        graph = AnnGraph.build(index.embeddings)
+        graph.save(graph_path(args.out))
+        index.ann = graph.record(index.embeddings)
     index.save(args.out)
     if index.skipped:
         report_skipped(index.skipped)
-    print(f"indexed {len(index)} images from {args.folder} into {args.out}")
+    if existing is not None:
+        print(f"updated {args.out}: {len(update.kept)} kept, {len(update.added)} added, {len(update.changed)} "
+              f"re-encoded (changed), {len(update.removed)} removed; {len(index)} images")
+    else:
+        print(f"indexed {len(index)} images from {args.folder} into {args.out}")
+    if args.ann:
+        print(f"wrote the ANN graph {graph_path(args.out)}")
     return 0
 
 
@@ -149,13 +174,17 @@ def run_query(args: argparse.Namespace) -> int:
     index = SearchIndex.load(args.index)
     if args.image:
         check_image_file(args.image)
+    graph = None
+    if args.backend == "ann":
+        graph = load_graph(index, args.index)
+        graph.ef_search = args.ef_search
     text_encoder, image_encoder = load_encoders(args, index.encoders)
     if args.image:
         index.check_encoder(image_encoder, "image_encoder")
-        hits = query_image(index, image_encoder, args.image, k=args.k)
+        hits = query_image(index, image_encoder, args.image, k=args.k, graph=graph)
     else:
         index.check_encoder(text_encoder, "text_encoder")
-        hits = query_text(index, text_encoder, args.text, k=args.k)
+        hits = query_text(index, text_encoder, args.text, k=args.k, graph=graph)
     for hit in hits:
         print(f"{hit.score:.4f}  {Path(index.root, hit.file) if index.root else hit.file}")
     return 0
@@ -180,6 +209,11 @@ def register(cli: Any) -> None:
     index.add_argument("folder", metavar="DIR")
     index.add_argument("--out", required=True, metavar="INDEX", help="the .safetensors index to write")
     index.add_argument("--overwrite", action="store_true", help="replace INDEX if it exists")
+    index.add_argument("--update", action="store_true",
+                       help="bring an existing INDEX up to date: embed new and changed images, drop removed ones, "
+                       "keep the rest (the model must be the one that built it; default: the one it records)")
+    index.add_argument("--ann", action="store_true",
+                       help="also build an approximate-nearest-neighbour graph, INDEX.faiss (needs sfumato[ann])")
     index.add_argument("--strict", action="store_true",
                        help="fail on an unreadable image (default: skip it and list it on stderr)")
     index.add_argument("--batch-size", type=positive_int, default=32)
@@ -191,5 +225,10 @@ def register(cli: Any) -> None:
     query.add_argument("text", nargs="?", default="", help="the caption to search for")
     query.add_argument("--image", metavar="FILE", help="search by this image instead of text")
     query.add_argument("-k", type=positive_int, default=5, help="how many images to list")
+    query.add_argument("--backend", choices=("exact", "ann"), default="exact",
+                       help="exact: compare with every image (default); "
+                       "ann: the index's HNSW graph (search index --ann)")
+    query.add_argument("--ef-search", type=positive_int, default=EF_SEARCH,
+                       help=f"ann: the search beam (default {EF_SEARCH}; more: better recall, slower)")
     add_encoder_arguments(query)
     query.set_defaults(handler=run_query)

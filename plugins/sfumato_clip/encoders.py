@@ -46,6 +46,13 @@ class CLIPTowerSpec(sfumato.ComponentSpec):
         "maps the pooled embedding into the fine-tuned space. None: the head the weights hold, if any (a "
         "run folder, a CLIP file written with heads, a heads.safetensors inside a weights folder).",
     )
+    prefix: str | None = Field(
+        None,
+        description="The key prefix of this tower inside a checkpoint that holds several models (an SDXL single "
+        "file: 'conditioner.embedders.0.transformer.' for its first text encoder, 'conditioner.embedders.1.model.' "
+        "for its second, in open_clip's layout). None, or a file without such keys (a tower saved alone): "
+        "the file is read as a whole.",
+    )
     logit_scale: float | None = Field(
         None,
         description="The learned log logit scale of the CLIP these towers belong to (log 100 for OpenAI's "
@@ -59,7 +66,11 @@ class CLIPTextSpec(CLIPTowerSpec):
     layer: Literal["last", "penultimate"] = Field(
         "last",
         description="Which layer's token states feed cross-attention: the last (Stable Diffusion "
-        "1.x) or the penultimate ('clip skip 2'); the final LayerNorm is applied to either.",
+        "1.x) or the penultimate ('clip skip 2'); the final LayerNorm is applied to either unless final_norm is false.",
+    )
+    final_norm: bool = Field(
+        True, description="Apply the final LayerNorm to the chosen layer's token states (diffusers' clip skip does); "
+        "false: the states as the layer outputs them (SDXL's penultimate states).",
     )
     tokenizer: sfumato.SpecPath | None = Field(
         None,
@@ -101,7 +112,7 @@ def build_tower(spec: CLIPTowerSpec, tower: Tower) -> tuple[torch.nn.Module, Pro
     ``architecture`` and ``head``; write the resolved architecture, head file and logit scale back
     into the spec (so saved files and search indexes record them)."""
     adopt_run(spec, tower)
-    state, config = resolve_checkpoint(spec.weights, spec.architecture)
+    state, config = resolve_checkpoint(spec.weights, spec.architecture, spec.prefix)
     spec.architecture = config
     module = (TextTransformer(config.text, config.embed_dim) if tower == "text"
               else VisionTransformer(config.vision, config.embed_dim))
@@ -208,7 +219,7 @@ class CLIPTextEncoder(sfumato.Encoder):
     def encode(self, inputs: list[str]) -> EncoderOutput:
         batch = self.tokenizer(inputs)
         device = _device(self)
-        out = self.text(batch.input_ids.to(device), layer=self.layer)
+        out = self.text(batch.input_ids.to(device), layer=self.layer, normalize_tokens=self.spec.final_norm)
         pooled = self.text_head(out.pooled) if self.text_head is not None else out.pooled
         return EncoderOutput(tokens=out.tokens, pooled=pooled, mask=batch.mask.to(device))
 

@@ -100,10 +100,11 @@ class TextTransformer(nn.Module):
     def embed_dim(self) -> int:
         return self.projection.out_features if self.projection is not None else self.config.width
 
-    def forward(self, input_ids: Tensor, layer: int = -1) -> TowerOutput:
+    def forward(self, input_ids: Tensor, layer: int = -1, normalize_tokens: bool = True) -> TowerOutput:
         """:param input_ids: ``[B, L]`` token ids, ``L <= context_length``.
         :param layer: which block's output becomes ``tokens``: -1 the last, -2 the penultimate
-            ("clip skip"). The final LayerNorm is applied to it either way, as diffusers does.
+            ("clip skip"). The final LayerNorm is applied to it either way, as diffusers does,
+            unless ``normalize_tokens`` is False (SDXL reads the penultimate states raw).
         :returns: ``tokens [B, L, D]`` and ``pooled [B, E]``, the projected state at the first
             end-of-text token (the pooled embedding always comes from the last layer)."""
         x = self.token_embedding(input_ids) + self.position_embedding[: input_ids.shape[1]]  # (B, L, D)
@@ -114,7 +115,8 @@ class TextTransformer(nn.Module):
             if i == chosen:
                 tokens = x
         x = self.final_norm(x)
-        tokens = x if chosen == len(self.blocks) - 1 else self.final_norm(tokens)
+        if normalize_tokens:
+            tokens = x if chosen == len(self.blocks) - 1 else self.final_norm(tokens)
         eos = (input_ids == self.config.eos_token_id).int().argmax(dim=-1)  # (B,)
         pooled = x[torch.arange(x.shape[0], device=x.device), eos]  # (B, D)
         if self.projection is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import json
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,15 +47,21 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-try:
-    from ftfy import fix_text
-except ImportError:  # optional (the clip extra): without it only HTML entities are cleaned
-    fix_text = None
+@lru_cache(maxsize=1)
+def _fix_text():
+    """ftfy's ``fix_text``, or None without ftfy (the clip extra): imported on the first text
+    cleaned, not with the plugin (0.05-0.1 s that commands which never tokenize need not pay)."""
+    try:
+        from ftfy import fix_text
+    except ImportError:  # without it only HTML entities are cleaned
+        return None
+    return fix_text
 
 
 def clean_text(text: str) -> str:
     """OpenAI CLIP's ``basic_clean``: ftfy's fixes (when ftfy is installed), HTML entities
     unescaped twice, surrounding whitespace stripped."""
+    fix_text = _fix_text()
     if fix_text is not None:
         text = fix_text(text)
     return html.unescape(html.unescape(text)).strip()
@@ -94,9 +101,11 @@ class TextTokenizer:
 
     :param backend: a ``tokenizers.Tokenizer`` that knows the start and end tokens.
     :param context_length: ids per caption; longer captions are truncated with a warning.
+    :param pad_token: the token that fills a caption's row after its end token (None: the end
+        token, as OpenAI's CLIP and SD 1.x do; SDXL's second tokenizer pads with ``"!"``).
     """
 
-    def __init__(self, backend: Tokenizer, context_length: int = 77):
+    def __init__(self, backend: Tokenizer, context_length: int = 77, pad_token: str | None = None):
         self.backend = backend
         backend.no_truncation()  # a Hugging Face tokenizer.json may carry its own settings;
         backend.no_padding()  # truncation and padding happen in __call__
@@ -105,6 +114,9 @@ class TextTokenizer:
         if None in ids:
             raise ValueError(f"a CLIP tokenizer needs the special tokens {START} and {END}")
         self.start_id, self.end_id = ids
+        self.pad_id = self.end_id if pad_token is None else backend.token_to_id(pad_token)
+        if self.pad_id is None:
+            raise ValueError(f"the pad token {pad_token!r} is not in the tokenizer's vocabulary")
 
     @classmethod
     def bundled(cls, context_length: int = 77) -> TextTokenizer:
@@ -120,11 +132,11 @@ class TextTokenizer:
             from transformers import CLIPTokenizer
 
             backend = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt")).backend_tokenizer
-            return cls(backend, context_length)
+            return cls(backend, context_length, folder_pad_token(path))
         path = path / "tokenizer.json" if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
-        return cls(Tokenizer.from_file(str(path)), context_length)
+        return cls(Tokenizer.from_file(str(path)), context_length, folder_pad_token(path.parent))
 
     @classmethod
     def load(cls, name: str, context_length: int = 77) -> TextTokenizer:
@@ -146,7 +158,7 @@ class TextTokenizer:
             raise TypeError("pass a list of strings, not a single string")
         length = self.context_length
         rows = self.token_ids(texts)
-        input_ids = torch.full((len(rows), length), self.end_id, dtype=torch.long)
+        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.bool)
         cut = [i for i, ids in enumerate(rows) if len(ids) + 2 > length]
         if cut:
@@ -170,6 +182,19 @@ class TextTokenizer:
     def decode(self, input_ids: list[int]) -> str:
         ids = [i for i in input_ids if i not in (self.start_id, self.end_id)]
         return self.backend.decode(ids).replace("</w>", " ").strip()
+
+
+def folder_pad_token(folder: Path) -> str | None:
+    """The pad token a transformers tokenizer folder names (``special_tokens_map.json`` or
+    ``tokenizer_config.json``), when it is not the end token; None otherwise."""
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            pad = json.loads(path.read_text(encoding="utf-8")).get("pad_token")
+            pad = pad.get("content") if isinstance(pad, dict) else pad
+            if isinstance(pad, str):
+                return None if pad == END else pad
+    return None
 
 
 def train_tokenizer(captions: list[str], vocab_size: int, path: str | Path | None = None,

@@ -63,22 +63,41 @@ def read_text(path: Path) -> str:
         raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
 
 
+#: Where ``csv.DictReader`` puts the fields of a row beyond the header's columns.
+_EXTRA_FIELDS = "\0extra"
+
+
 def read_caption_csv(path: Path, headers: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
     """``image name -> captions`` from a CSV with one row per caption; ``headers`` lists the
     accepted ``(image column, caption column)`` pairs, the first one present is used. Captions
-    may hold commas and quotes (the csv module handles both); a byte-order mark is ignored."""
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    may hold commas and quotes (the csv module handles both); a byte-order mark is ignored.
+
+    A caption with an unquoted comma (``a.png,a dog, running``, as in Flickr8k's ``captions.txt``)
+    splits its row into more fields than the header has. When the caption is the last column the
+    extra fields are joined back with the commas the reader took out, so the caption is never cut;
+    when it is not, the row is ambiguous and is an error naming the line."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), restkey=_EXTRA_FIELDS)
     try:
-        fields = set(reader.fieldnames or ())
-        columns = next((pair for pair in headers if set(pair) <= fields), None)
+        header = list(reader.fieldnames or ())
+        columns = next((pair for pair in headers if set(pair) <= set(header)), None)
         if columns is None:
             expected = " or ".join(f"'{a},{b}'" for a, b in headers)
             raise DatasetError(f"{path}: expected the CSV header {expected}, found {reader.fieldnames}")
+        caption_last = header[-1] == columns[1]
         captions: dict[str, list[str]] = {}
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num
             name, caption = row[columns[0]], row[columns[1]]
             if not name or caption is None:
                 raise DatasetError(f"{path}:{line}: expected '{columns[0]},{columns[1]}', found {row}")
+            extra = row.get(_EXTRA_FIELDS)
+            if extra:
+                if not caption_last:
+                    raise DatasetError(
+                        f"{path}:{line}: {len(header) + len(extra)} fields for the {len(header)} columns of the header "
+                        f"{','.join(header)}; quote a caption that holds a comma (\"a dog, running\")"
+                    )
+                caption = ",".join([caption, *extra])
             captions.setdefault(name.strip(), []).append(caption.strip())
     except csv.Error as exc:
         raise DatasetError(f"{path}:{reader.line_num}: not a readable CSV row ({exc})") from exc

@@ -38,6 +38,8 @@ class DiT(sfumato.Denoiser):
     """
 
     Spec: ClassVar[type[DiTSpec]] = DiTSpec
+    #: Compiled once per class by ``[runtime] compile`` (regional compilation).
+    repeated_blocks = (DiTBlock, PixArtBlock)
 
     def __init__(self, spec: DiTSpec):
         super().__init__()

@@ -16,13 +16,15 @@ from torch import Tensor
 from .commands import positive_int, results_file
 
 
-def add_clip_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--dataset TYPE``, ``--data KEY=VALUE``, ``--limit``, ``--batch-size``, ``--out``, and the
-    towers: ``--spec FILE | --weights PATH``, ``--architecture``, ``--device``."""
-    parser.add_argument("--dataset", metavar="TYPE", help="a dataset type: digits, shapes, cifar10, ... (default: the "
-                        "test split of the dataset a training run folder given as --weights trained on)")
-    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                        help="a dataset spec field (repeatable): root=data/cifar-10, split=val, resolution=32")
+def add_clip_eval_arguments(parser: argparse.ArgumentParser, datasets: bool = True) -> None:
+    """``--dataset TYPE``, ``--data KEY=VALUE`` (unless not ``datasets``), ``--limit``,
+    ``--batch-size``, ``--out``, and the towers: ``--spec FILE | --weights PATH``,
+    ``--architecture``, ``--device``."""
+    if datasets:
+        parser.add_argument("--dataset", metavar="TYPE", help="a dataset type: digits, shapes, cifar10, ... (default: "
+                            "the test split of the dataset a training run folder given as --weights trained on)")
+        parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                            help="a dataset spec field (repeatable): root=data/cifar-10, split=val, resolution=32")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N items")
     parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--out", type=results_file, metavar="RESULTS.json", help="write the figures as JSON")

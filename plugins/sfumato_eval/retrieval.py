@@ -15,61 +15,31 @@ from typing import Any
 
 import sfumato
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .clip_inputs import add_clip_eval_arguments, image_embeddings, load_encoders, text_embeddings
 from .commands import print_figures, write_json
 from .datasets import dataset_spec, run_dataset, read_items
 
-
-def retrieval_recall(
-    image_embeds: Tensor, text_embeds: Tensor, text_to_image: Tensor, ks: tuple[int, ...] = (1, 5, 10),
-    texts: list[str] | None = None,
-) -> dict[str, float]:
-    """Recall@k in both directions for a set where each image has several captions.
-
-    :param image_embeds: ``[N, E]``. :param text_embeds: ``[M, E]``.
-    :param text_to_image: ``[M]`` the index of the image each caption describes.
-    :param texts: the ``M`` caption texts. With them, a caption matches every image that has a
-        caption of the same text, and image-to-text ranks the *distinct* texts (k copies of one
-        caption are one answer, not k). Without them every caption is distinct and matches only
-        its own image.
-    :returns: ``text_to_image@k`` (one of a caption's k nearest images matches it) and
-        ``image_to_text@k`` (one of an image's k nearest captions matches it).
-    """
-    image_embeds, text_embeds = F.normalize(image_embeds, dim=-1), F.normalize(text_embeds, dim=-1)
-    text_to_image = text_to_image.to(image_embeds.device)
-    texts = texts if texts is not None else [str(j) for j in range(len(text_embeds))]
-    distinct: dict[str, int] = {}  # text -> the row of its first occurrence
-    for row, text in enumerate(texts):
-        distinct.setdefault(text, row)
-    column = {text: i for i, text in enumerate(distinct)}
-    text_ids = torch.tensor([column[text] for text in texts], device=image_embeds.device)  # (M,)
-    first = torch.tensor(list(distinct.values()), device=image_embeds.device)  # (U,)
-    has_text = torch.zeros(len(image_embeds), len(distinct), dtype=torch.bool, device=image_embeds.device)  # (N, U)
-    has_text[text_to_image, text_ids] = True
-    to_texts = image_embeds @ text_embeds[first].T  # (N, U): one column per distinct caption
-    to_images = text_embeds @ image_embeds.T  # (M, N)
-    caption_has = has_text.T[text_ids]  # (M, N): image n has caption m's text
-    results = {}
-    for k in ks:
-        nearest_images = to_images.topk(min(k, to_images.shape[1]), dim=1).indices  # (M, k)
-        results[f"text_to_image@{k}"] = caption_has.gather(1, nearest_images).any(1).float().mean().item()
-        nearest_texts = to_texts.topk(min(k, to_texts.shape[1]), dim=1).indices  # (N, k)
-        results[f"image_to_text@{k}"] = has_text.gather(1, nearest_texts).any(1).float().mean().item()
-    return results
+#: The metric lives in the core (``sfumato.retrieval_recall``), shared with the recipes' held-out evaluation.
+retrieval_recall = sfumato.retrieval_recall
 
 
 def retrieval_scores(text_encoder: Any, image_encoder: Any, images: Tensor, captions: list[list[str]],
                      batch_size: int = 256) -> dict[str, Any]:
     """Recall@1/5/10 both ways; ``captions[i]`` are the captions of ``images[i]``."""
+    return caption_recall(image_embeddings(image_encoder, images, batch_size), text_encoder, captions, batch_size)
+
+
+def caption_recall(image_embeds: Tensor, text_encoder: Any, captions: list[list[str]],
+                   batch_size: int = 256) -> dict[str, Any]:
+    """Recall@1/5/10 both ways of images already embedded (``image_embeds [N, E]``);
+    ``captions[i]`` are the captions of image ``i``."""
     texts = [text for group in captions for text in group]
     owner = torch.tensor([i for i, group in enumerate(captions) for _ in group])  # (M,)
-    recall = retrieval_recall(image_embeddings(image_encoder, images, batch_size),
-                              text_embeddings(text_encoder, texts, batch_size), owner, texts=texts)
+    recall = retrieval_recall(image_embeds, text_embeddings(text_encoder, texts, batch_size), owner, texts=texts)
     return {**dict(sorted(recall.items(), key=lambda kv: (kv[0].split("@")[0], int(kv[0].split("@")[1])))),
-            "images": len(images), "captions": len(texts)}
+            "images": len(image_embeds), "captions": len(texts)}
 
 
 def retrieval_set(items: list[dict[str, Any]]) -> tuple[Tensor, list[list[str]]]:

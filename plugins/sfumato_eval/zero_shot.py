@@ -27,6 +27,9 @@ from .clip_inputs import add_clip_eval_arguments, image_embeddings, load_encoder
 from .commands import print_figures, write_json
 from .datasets import dataset_spec, run_dataset, read_items, shapes_vocabulary
 
+#: The metric lives in the core (``sfumato.topk_accuracy``), shared with the recipes' held-out evaluation.
+topk_accuracy = sfumato.topk_accuracy
+
 
 @dataclass
 class ZeroShotTask:
@@ -37,14 +40,6 @@ class ZeroShotTask:
     labels: Tensor  # (N,) class indices
     class_names: list[str]
     class_prompts: list[list[str]]
-
-
-def topk_accuracy(logits: Tensor, targets: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """Fraction of rows of ``logits [N, C]`` whose true class ``targets [N]`` is among the ``k``
-    highest scores, as ``{"top1": ..., "top5": ...}`` (k is capped at the number of classes)."""
-    ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # (N, k_max)
-    hits = ranked == targets.view(-1, 1)
-    return {f"top{k}": hits[:, :k].any(dim=1).float().mean().item() for k in ks}
 
 
 @torch.no_grad()
@@ -65,7 +60,24 @@ def zero_shot_scores(text_encoder: Any, image_encoder: Any, task: ZeroShotTask,
     return {**topk_accuracy(logits, task.labels), "images": len(task.labels), "classes": len(task.class_names)}
 
 
-def labelled_task(items: list[dict[str, Any]], name: str = "label") -> ZeroShotTask:
+@dataclass
+class ClassLabels:
+    """The classes of a set of dataset items, without their images: ``labels [n]`` (class indices)
+    of the items at ``rows`` (the items the task uses), the class names and each class's prompts."""
+
+    name: str
+    rows: list[int]
+    labels: Tensor  # (n,) class indices
+    class_names: list[str]
+    class_prompts: list[list[str]]
+
+    def task(self, items: list[dict[str, Any]]) -> ZeroShotTask:
+        """The ``ZeroShotTask`` of these classes over the images of ``items``."""
+        return ZeroShotTask(self.name, torch.stack([items[i]["image"] for i in self.rows]), self.labels,
+                            self.class_names, self.class_prompts)
+
+
+def labelled_classes(items: list[dict[str, Any]], name: str = "label") -> ClassLabels:
     """One class per label; its prompt is the ``caption`` of the first item with that label."""
     if any("label" not in item for item in items):
         raise sfumato.SpecError("zero-shot classification needs items with a 'label' (digits, cifar10, class "
@@ -78,29 +90,35 @@ def labelled_task(items: list[dict[str, Any]], name: str = "label") -> ZeroShotT
         raise sfumato.SpecError(f"zero-shot classification needs images of at least two classes; these {len(items)} "
                                 f"image(s) are all of class {items[0]['caption']!r}, so every answer would be right")
     index = {label: i for i, label in enumerate(classes)}
-    return ZeroShotTask(name, torch.stack([item["image"] for item in items]),
-                        torch.tensor([index[int(item["label"])] for item in items]),
-                        [str(c) for c in classes], [[prompts[c]] for c in classes])
+    return ClassLabels(name, list(range(len(items))), torch.tensor([index[int(item["label"])] for item in items]),
+                       [str(c) for c in classes], [[prompts[c]] for c in classes])
 
 
-def shapes_tasks(items: list[dict[str, Any]]) -> list[ZeroShotTask]:
-    """The ``color`` and ``shape`` tasks of single-object shapes items (``attributes.objects``)."""
-    singles = [item for item in items if len(item["attributes"]["objects"]) == 1]
-    if not singles:
+def labelled_task(items: list[dict[str, Any]], name: str = "label") -> ZeroShotTask:
+    """``labelled_classes`` with the items' images."""
+    return labelled_classes(items, name).task(items)
+
+
+def shapes_classes(items: list[dict[str, Any]]) -> list[ClassLabels]:
+    """The ``color`` and ``shape`` classes of the single-object shapes items (``attributes.objects``)."""
+    rows = [i for i, item in enumerate(items) if len(item["attributes"]["objects"]) == 1]
+    if not rows:
         raise sfumato.SpecError("no single-object shapes scenes; build the dataset with scenes = ['single']")
-    objects = [item["attributes"]["objects"][0] for item in singles]
+    objects = [items[i]["attributes"]["objects"][0] for i in rows]
     colors = sorted({o["color"] for o in objects})
     shapes = sorted({o["shape"] for o in objects})
-    images = torch.stack([item["image"] for item in singles])
     phrase = shapes_vocabulary().object_phrase
     colour_prompts = [[phrase(s, c) for s in shapes] for c in colors]
     shape_prompts = [[phrase(s, c) for c in colors] for s in shapes]
     return [
-        ZeroShotTask("color", images, torch.tensor([colors.index(o["color"]) for o in objects]), colors,
-                     colour_prompts),
-        ZeroShotTask("shape", images, torch.tensor([shapes.index(o["shape"]) for o in objects]), shapes,
-                     shape_prompts),
+        ClassLabels("color", rows, torch.tensor([colors.index(o["color"]) for o in objects]), colors, colour_prompts),
+        ClassLabels("shape", rows, torch.tensor([shapes.index(o["shape"]) for o in objects]), shapes, shape_prompts),
     ]
+
+
+def shapes_tasks(items: list[dict[str, Any]]) -> list[ZeroShotTask]:
+    """The ``color`` and ``shape`` tasks of single-object shapes items (``attributes.objects``)."""
+    return [classes.task(items) for classes in shapes_classes(items)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 (``clip``) guidance, plus the noise-aware classifier component (``noise-classifier``) that
 classifier guidance follows; the combiners of classifier-free guidance (``cfg``, ``apg``,
 ``cfg-zero-star``, ``tcfg``, ``perp-neg``); and guidance by a perturbed model (``pag``, ``seg``,
-``skip-layer``). See docs/guidance.md.
+``skip-layer``); and guidance by a weaker model (``autoguidance``). See docs/guidance.md.
 
 Every method is a ``sfumato.Guidance`` that wraps a predictor ``(x_t, t, cond) -> Prediction``,
 so each works with every scheduler, including those that call the model twice per step, and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sfumato
 
+from .autoguidance import AutoGuidance
 from .cfg import ClassifierFreeGuidance
 from .classifier_guidance import ClassifierGuidance
 from .clip_guidance import CLIPGuidance
@@ -22,7 +23,8 @@ from .perturbed import PERTURBED
 
 SFUMATO_PLUGIN_API = 1
 
-COMPONENTS = (ClassifierFreeGuidance, ClassifierGuidance, CLIPGuidance, NoiseClassifier, *COMBINERS, *PERTURBED)
+COMPONENTS = (ClassifierFreeGuidance, ClassifierGuidance, CLIPGuidance, NoiseClassifier, *COMBINERS, *PERTURBED,
+              AutoGuidance)
 
 
 @sfumato.hookimpl

@@ -57,8 +57,9 @@ class CLIPGuidance(sfumato.Guidance):
     class Spec(sfumato.ComponentSpec):
         type: Literal["clip"] = "clip"
         scale: float = Field(
-            500.0, description="CLIP guidance scale multiplying grad_x of the spherical distance; 0 is "
-            "exactly unguided. Useful values depend on the CLIP model and image size (100 to 5000).",
+            10.0, description="CLIP guidance scale multiplying grad_x of the spherical distance; 0 is "
+            "exactly unguided. Measured on the built-in shapes model (docs/guidance.md): 3 to 30 helps, from 100 "
+            "the images fall apart; other CLIPs and image sizes need their own measurement.",
         )
         cutouts: int = Field(16, ge=1, description="Random cutouts per image and call (Crowson's cutn).")
         cut_power: float = Field(

@@ -42,6 +42,43 @@ def learned_log_scale(temperature: Temperature) -> float:
     return round(float(temperature.log_scale.detach().clamp(max=MAX_LOG_SCALE)), 6)
 
 
+def held_out_figures(ctx: sfumato.EvalContext, encode_image: Any, encode_text: Any,
+                     label_prompts: list[str] | None = None) -> dict[str, float]:
+    """The held-out validation of a CLIP recipe (``[train] eval_every``), on ``ctx.examples()``:
+
+    - ``zero_shot_top1`` when the examples have labels: each image against every class prompt
+      (``label_prompts`` in label order, else each label's first caption);
+    - ``image_to_text_r1/_r5`` and ``text_to_image_r1/_r5`` when they have several captions (or
+      captions and no label): ``sfumato.retrieval_recall``, captions compared by text.
+    """
+    items = ctx.examples()
+    images = torch.stack([item["image"] for item in items])
+    image_embeds = torch.cat([encode_image(images[i : i + ctx.batch_size].to(ctx.device)).float().cpu()
+                              for i in range(0, len(images), ctx.batch_size)])  # (N, E)
+    image_embeds = F.normalize(image_embeds, dim=-1)
+    figures: dict[str, float] = {}
+    if all("label" in item for item in items):
+        labels = torch.tensor([int(item["label"]) for item in items])
+        if label_prompts is None:
+            first = {}
+            for item in items:
+                first.setdefault(int(item["label"]), item["caption"])
+            classes = sorted(first)
+            label_prompts = [first[c] for c in classes]
+            labels = torch.tensor([classes.index(int(label)) for label in labels.tolist()])
+        prompts = F.normalize(encode_text(label_prompts).float().cpu(), dim=-1)  # (C, E)
+        figures["zero_shot_top1"] = sfumato.topk_accuracy(image_embeds @ prompts.T, labels, ks=(1,))["top1"]
+    if any(len(item.get("captions") or []) > 1 or "label" not in item for item in items):
+        captions = [list(item.get("captions") or [item["caption"]]) for item in items]
+        texts = [text for group in captions for text in group]
+        owner = torch.tensor([i for i, group in enumerate(captions) for _ in group])  # (M,)
+        text_embeds = torch.cat([encode_text(texts[i : i + ctx.batch_size]).float().cpu()
+                                 for i in range(0, len(texts), ctx.batch_size)])  # (M, E)
+        recall = sfumato.retrieval_recall(image_embeds, text_embeds, owner, ks=(1, 5), texts=texts)
+        figures.update({name.replace("@", "_r"): value for name, value in sorted(recall.items())})
+    return figures
+
+
 class CLIPRecipe(sfumato.Recipe):
     """Symmetric InfoNCE between the pooled embeddings of matching images and captions; a locked
     tower is frozen (LiT, Zhai et al. 2022, https://arxiv.org/abs/2111.07991, locks the image
@@ -65,6 +102,11 @@ class CLIPRecipe(sfumato.Recipe):
         groups = caption_groups(captions, image_embeds.device) if self.spec.duplicate_captions == "positives" else None
         loss, accuracy = info_nce(image_embeds, text_embeds, self.temperature(), groups)
         return loss, {"accuracy": accuracy, "logit_scale": self.temperature().detach()}
+
+    def evaluate(self, ctx: sfumato.EvalContext) -> dict[str, float]:
+        """Zero-shot accuracy and retrieval recall on the held-out split (``held_out_figures``)."""
+        return held_out_figures(ctx, lambda images: self.image_encoder.encode(images).pooled,
+                                lambda texts: self.text_encoder.encode(texts).pooled)
 
     def save(self, out: Path, suffix: str = "") -> dict[str, Path]:
         """The towers (their specs recording the learned logit scale) and ``temperature.safetensors``."""
@@ -202,6 +244,12 @@ class CLIPFinetuneRecipe(sfumato.Recipe):
         logits = self.heads.temperature() * F.normalize(image_embeds.float(), dim=-1) @ label_embeds.T  # (B, C)
         loss = F.cross_entropy(logits, labels)
         return loss, {"accuracy": (logits.argmax(dim=1) == labels).float().mean()}
+
+    def evaluate(self, ctx: sfumato.EvalContext) -> dict[str, float]:
+        """In the fine-tuned space: zero-shot accuracy against the training's label prompts
+        (``objective = "labels"``) and retrieval recall on the held-out split (``held_out_figures``)."""
+        return held_out_figures(ctx, self.encode_image, self.encode_text,
+                                self.prompts if self.spec.objective == "labels" else None)
 
     def caption_loss(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         """The ``caption_loss`` of matching image-caption pairs."""

@@ -102,19 +102,14 @@ class DiffusionRecipe(sfumato.Recipe):
             prompts = self.spec.sample_prompts or ctx.examples(n).get("caption") or [""]
             cond = self.encode_text([prompts[i % len(prompts)] for i in range(n)])
         size = ctx.examples(1)["image"].shape[-1]
-        downscale = self.autoencoder.downscale if self.autoencoder is not None else 1
-        channels = self.autoencoder.latent_channels if self.autoencoder is not None else 3
-        shape = (n, channels, size // downscale, size // downscale)
-        schedule = self.schedule.for_sample(shape)
-        plan = self.scheduler.plan(schedule, self.spec.sample_steps).to(device)
-        x = sfumato.randn(shape, ctx.generator, device) * plan.init_noise_sigma
-        predictor = sfumato.bind_predictor(self.denoiser, schedule)
-
-        def model(x_t: Tensor, t: Tensor) -> sfumato.Prediction:
-            return predictor(x_t, t.reshape(-1).to(device).expand(x_t.shape[0]), cond)
-
-        final = sfumato.run_sampler(model, self.scheduler, plan, x, generator=ctx.generator, progress=False)
-        return self.autoencoder.decode(final) if self.autoencoder is not None else final
+        blocks = sfumato.blocks
+        parts = blocks.Parts(components={"denoiser": self.denoiser, "autoencoder": self.autoencoder,
+                                         "scheduler": self.scheduler}, schedule=self.schedule, device=device)
+        shape = blocks.latent_shape(parts, n, size, size)
+        schedule, plan = blocks.sampling_plan(parts, shape, self.spec.sample_steps)
+        x = blocks.initial_latents(blocks.initial_noise(shape, parts, ctx.generator), plan)
+        model = blocks.guided_model(parts, cond, None, ctx.generator, schedule, plan)
+        return blocks.decode(parts, blocks.sample(parts, model, plan, x, generator=ctx.generator, progress=False))
 
 
 class TrainDiffusion(sfumato.TrainingTask):

@@ -8,11 +8,13 @@
 
 With ``eta = 1`` each step is DDPM's ancestral step written in sigma space; ``eta = 0`` is Euler.
 
-For a formulation with signal scale ``alpha(sigma) = 1 - c sigma`` (flow matching) the split is
-made on the variance-exploding level ``s = sigma / alpha`` of each step and the step renoises from
-``sigma_down`` to ``sigma_next`` with ``x_next = alpha_next / alpha_down * x_down +
-alpha_next * s_up * noise``, which keeps the marginal ``alpha x0 + sigma eps`` (ComfyUI's
-``sample_euler_ancestral_RF`` is this step); for VP the ratio is 1 and the tables are the above.
+``sigma_down``, ``sigma_up`` and ``renoise`` come from ``ancestral_split``, as for the other
+ancestral samplers: for a formulation with signal scale ``alpha(sigma) = 1 - c sigma`` (flow
+matching) the split is made on the variance-exploding level ``s = sigma / alpha`` of each step and
+the step renoises from ``sigma_down`` to ``sigma_next`` with ``x_next = alpha_next / alpha_down *
+x_down + alpha_next * s_up * noise``, which keeps the marginal ``alpha x0 + sigma eps`` (ComfyUI's
+``sample_euler_ancestral_RF`` is this step); for VP and EDM the ratio is 1 and the tables are the
+above.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import Field
 
 import sfumato
 
-from .sigma_space import SigmaSpaceScheduler
+from .sigma_space import SigmaSpaceScheduler, ancestral_split
 from .spacing import SigmaStepOptions
 
 
@@ -41,26 +43,15 @@ class EulerAncestral(SigmaSpaceScheduler):
         """Adds, per step (``[N]``): ``down_step = sigma_down - sigma``, the noise scale
         ``sigma_up`` and, where the signal scale is not 1, the ``renoise`` factor
         ``alpha_next / alpha_down``; computed once per plan."""
-        sigma, sigma_next = sigmas[:-1], sigmas[1:]
-        c = schedule.signal_slope
-        s, s_next = sigma / schedule.alpha(sigma), sigma_next / schedule.alpha(sigma_next)  # VE levels
-        s_up = self.spec.eta * (s_next**2 * (s**2 - s_next**2) / s**2).sqrt()
-        s_up = torch.where(torch.isinf(s), self.spec.eta * s_next, s_up)  # flow's start, alpha = 0
-        s_up = torch.minimum(s_next, s_up)
-        s_down = (s_next**2 - s_up**2).sqrt()
-        tables = {**super().step_tables(sigmas, schedule)}
-        if c == 0:
-            return {**tables, "sigma_up": s_up, "down_step": s_down - sigma}
-        sigma_down = s_down / (1 + c * s_down)  # the native level of s_down
-        alpha_next = schedule.alpha(sigma_next)
-        return {**tables, "sigma_up": alpha_next * s_up, "down_step": sigma_down - sigma,
-                "renoise": alpha_next / schedule.alpha(sigma_down)}
+        split = ancestral_split(schedule, sigmas, self.spec.eta)
+        down_step = split.pop("sigma_down") - sigmas[:-1]
+        return {**super().step_tables(sigmas, schedule), **split, "down_step": down_step}
 
     def step(self, model, x, plan, i, carry=None, noise=None):
         if noise is None:
             raise sfumato.SamplingError("euler-ancestral is stochastic: step() needs `noise` shaped like x")
         prediction = self.predict(model, x, plan, i)
-        extra = plan.extra if plan.extra and "sigma_up" in plan.extra else self.step_tables(plan.sigmas, plan.schedule)
+        extra = self.tables(plan, "down_step")
         x = torch.addcmul(x, self.derivative(plan, prediction), extra["down_step"][i])  # Euler to sigma_down
         if "renoise" in extra:
             x = x * extra["renoise"][i]

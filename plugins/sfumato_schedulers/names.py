@@ -101,17 +101,20 @@ SCHEDULE_NAMES: tuple[ScheduleName, ...] = (
 def sampler_aliases(registered: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(name, [scheduler] table)`` for every ComfyUI and WebUI name of ``SAMPLER_NAMES`` whose
     type is in ``registered`` (the scheduler types), and ``(name, {"sigmas": ...})`` for every
-    schedule name. A name spelt like a sfumato type is left out: sfumato's own names always mean
-    sfumato's defaults (ComfyUI's ``lms`` is ``lower_order_final = false``, its ``deis`` order 3,
-    its ``beta`` ``domain = "timestep"``: docs/schedulers.md says so beside the names)."""
+    schedule name. A ComfyUI name spelt like a sfumato type is left out; the WebUI's spellings
+    ("DDIM", "Karras") are registered too, so the registry can name a sampler the WebUI's way (the
+    ``parameters`` text of an image, ``sfumato.webui_parameters``), but in resolving a name
+    sfumato's own names still win and always mean sfumato's defaults (ComfyUI's ``lms`` is
+    ``lower_order_final = false``, its ``deis`` order 3, its ``beta`` ``domain = "timestep"``:
+    docs/schedulers.md says so beside the names)."""
     own = {name.casefold() for name in registered} | {
         row.sigmas for row in SCHEDULE_NAMES if isinstance(row.sigmas, str)}
     for row in SAMPLER_NAMES:
         if row.table["type"] in registered:
             for name in (*row.comfyui, *row.webui):
-                if name.casefold() not in own:
+                if name.casefold() not in own or name in row.webui:
                     yield name, dict(row.table)
     for row in SCHEDULE_NAMES:
         for name in (*row.comfyui, *row.webui):
-            if name.casefold() not in own:
+            if name.casefold() not in own or name in row.webui:
                 yield name, {"sigmas": row.sigmas}

@@ -57,10 +57,10 @@ def read_json(path: Path) -> dict[str, Any]:
 def check_layout(folder: Path, index: dict[str, Any]) -> list[str]:
     """Problems with the pipeline class, the component classes and the files of an SD 1.x folder."""
     class_name = index.get("_class_name")
-    if class_name != "StableDiffusionPipeline":
+    if class_name not in ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline"):
         family = "Stable Diffusion XL" if "XL" in str(class_name) else "not a text-to-image SD 1.x pipeline"
         return [f"model_index.json: _class_name is {class_name!r} ({family}); sfumato_sd loads "
-                "'StableDiffusionPipeline' folders of Stable Diffusion 1.x"]
+                "'StableDiffusionPipeline' and 'StableDiffusionInpaintPipeline' folders of Stable Diffusion 1.x"]
     problems = []
     for name, accepted in COMPONENT_CLASSES.items():
         entry = tuple(index.get(name) or (None, None))
@@ -92,9 +92,9 @@ def check_sd1_unet(unet: dict[str, Any], text: dict[str, Any]) -> list[str]:
     if unet.get("addition_embed_type") is not None:
         problems.append(f"unet/config.json: addition_embed_type {unet['addition_embed_type']!r} is SDXL-style; "
                         "SD 1.x has none")
-    if unet.get("in_channels", 4) != 4:
-        problems.append(f"unet/config.json: in_channels is {unet['in_channels']} (an inpainting or "
-                        "image-conditioned model); SD 1.x text-to-image has 4")
+    if unet.get("in_channels", 4) not in (4, 9):
+        problems.append(f"unet/config.json: in_channels is {unet['in_channels']} (an image-conditioned model); "
+                        "SD 1.x has 4 (text-to-image) or 9 (inpainting: the mask and the masked image's latents too)")
     width = text.get("hidden_size")
     if unet.get("cross_attention_dim") != width:
         problems.append(f"unet/config.json: cross_attention_dim {unet.get('cross_attention_dim')} differs from "
@@ -173,4 +173,6 @@ def spec_from_diffusers_folder(folder: Path) -> dict[str, Any]:
     if spec["denoiser"]["sample_size"]:
         size = spec["denoiser"]["sample_size"] * 2 ** (len(spec["autoencoder"]["block_out_channels"]) - 1)
         spec["task"].update(height=size, width=size)
+    if spec["denoiser"]["in_channels"] == 9:  # an inpainting U-Net reads the mask and masked image (sfumato.blocks)
+        spec["task"]["type"] = "inpaint"
     return spec

@@ -19,5 +19,11 @@ __all__ = [
 
 
 @sfumato.hookimpl
+def register_spec_tables(register):
+    register("text_encoder_2", "encoder", description="SDXL's second text encoder (OpenCLIP ViT-bigG/14), read by "
+             "U-Nets with addition_embed_type 'text_time' (their addition_text_encoder field names the table)")
+
+
+@sfumato.hookimpl
 def register_components(register):
     register(UNet)

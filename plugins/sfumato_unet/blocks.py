@@ -105,3 +105,22 @@ class UpBlock(nn.Module):
         for upsampler in self.upsamplers:
             h = upsampler(h, upsample_size)  # (B, C, H, W) -> (B, C, 2H, 2W)
         return h
+
+
+class DeepBranch(sfumato.PatchPoint, nn.Module):
+    """The U-Net below one resolution level, as a ``deep-branch`` perturbation point: no weights
+    of its own (the blocks it runs stay where they are, so state-dict keys are unchanged), only a
+    name (``deep.0``) where a model patch may replace the branch for some rows of a forward.
+    DeepCache (Ma et al. 2023, https://arxiv.org/abs/2312.00858) reuses its output across steps."""
+
+    point_kind = sfumato.model_patches.DEEP_BRANCH
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level  # the first level the branch runs
+
+    def forward(self, run: Callable[..., Tensor], h: Tensor, emb: Tensor, context: Tensor | None) -> Tensor:
+        """``run(h, emb, context)``, the branch (the U-Net's ``_level``), or a patch instead.
+        :param h: ``[B, C, H, W]`` the feature map entering ``level``. :returns: the output of the
+        up block of ``level``, upsampled to the level above."""
+        return self.run_block(run, h, emb, context)

@@ -31,8 +31,7 @@ UNSUPPORTED_OPTIONS: dict[str, Any] = {
     "mid_block_scale_factor": 1, "class_embed_type": None, "time_embedding_type": "positional",
     "downsample_type": "conv", "upsample_type": "conv", "attn_norm_num_groups": None,
     "conv_in_kernel": 3, "conv_out_kernel": 3, "only_cross_attention": False, "dual_cross_attention": False,
-    "addition_embed_type": None, "encoder_hid_dim": None, "time_cond_proj_dim": None,
-    "projection_class_embeddings_input_dim": None, "class_embeddings_concat": False,
+    "encoder_hid_dim": None, "time_cond_proj_dim": None, "class_embeddings_concat": False,
     "mid_block_only_cross_attention": None, "cross_attention_norm": None, "timestep_post_act": None,
     "time_embedding_dim": None, "time_embedding_act_fn": None, "attention_type": "default",
     "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0, "reverse_transformer_layers_per_block": None,
@@ -67,6 +66,9 @@ def spec_from_diffusers_config(config: Mapping[str, Any]) -> UNetSpec:
     for option, accepted in UNSUPPORTED_OPTIONS.items():
         if config.get(option, accepted) != accepted:
             raise sfumato.SpecError(f"diffusers option {option}={config[option]!r} is not supported (only {accepted!r})")
+    if config.get("addition_embed_type") not in (None, "text_time"):
+        raise sfumato.SpecError(f"diffusers option addition_embed_type={config['addition_embed_type']!r} is not "
+                                "supported (only None, or 'text_time': SDXL)")
     blocks = CROSS_BLOCKS if cross else SELF_BLOCKS
     down, up = list(config["down_block_types"]), list(config["up_block_types"])
     attention = [name == blocks["down"][1] for name in down]
@@ -97,12 +99,17 @@ def spec_from_diffusers_config(config: Mapping[str, Any]) -> UNetSpec:
     )
     if cross:
         heads = config.get("num_attention_heads") or config.get("attention_head_dim", 8)
+        layers = config.get("transformer_layers_per_block", 1)
         fields.update(
             attention_heads=list(heads) if isinstance(heads, (list, tuple)) else heads,
             cross_attention_dim=_uniform("cross_attention_dim", config.get("cross_attention_dim", 1280)),
-            transformer_layers=_uniform("transformer_layers_per_block", config.get("transformer_layers_per_block", 1)),
+            transformer_layers=list(layers) if isinstance(layers, (list, tuple)) and len(set(layers)) > 1
+            else _uniform("transformer_layers_per_block", layers),
             linear_projection=config.get("use_linear_projection", False),
         )
+        if config.get("addition_embed_type") == "text_time":
+            fields.update(addition_embed_type="text_time", addition_time_embed_dim=config["addition_time_embed_dim"],
+                          projection_class_embeddings_input_dim=config["projection_class_embeddings_input_dim"])
     else:
         fields.update(attention_head_dim=config.get("attention_head_dim", 8), mid_attention=config.get("add_attention", True))
     return UNetSpec(**fields)
@@ -140,6 +147,10 @@ def diffusers_config_from_spec(spec: UNetSpec) -> dict[str, Any]:
             cross_attention_dim=spec.cross_attention_dim,
             transformer_layers_per_block=spec.transformer_layers, use_linear_projection=spec.linear_projection,
         )
+        if spec.addition_embed_type is not None:
+            config.update(addition_embed_type=spec.addition_embed_type,
+                          addition_time_embed_dim=spec.addition_time_embed_dim,
+                          projection_class_embeddings_input_dim=spec.projection_class_embeddings_input_dim)
     else:
         widths = {d for h, d in shapes.values() if h > 1}
         if len(widths) > 1:

@@ -7,7 +7,8 @@ LDM numbers its blocks flatly: ``input_blocks.0`` is ``conv_in``; then each leve
 level, one downsampler (``.0.op``). ``output_blocks`` has ``layers_per_block + 1`` blocks per
 level, the last of which also holds the upsampler (``.1.conv``, or ``.2.conv`` after a
 transformer). Transformer internals have the same names in both layouts; resnets are renamed
-by ``RESNET_NAMES``.
+by ``RESNET_NAMES``. SDXL single files (Stability's SGM layout) keep this U-Net layout and add
+``label_emb.0.{0,2}``, the MLP of the ``text_time`` added embedding.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def ldm_prefix_map(spec: UNetSpec) -> list[tuple[str, str]]:
         ("label_emb.", "class_embedding."), ("input_blocks.0.0.", "conv_in."),
         ("out.0.", "conv_norm_out."), ("out.2.", "conv_out."),
     ]
+    if spec.addition_embed_type == "text_time":  # SDXL (SGM layout): the added embedding's MLP
+        pairs += [("label_emb.0.0.", "add_embedding.linear_1."), ("label_emb.0.2.", "add_embedding.linear_2.")]
     for level in range(levels):
         for j in range(per_level):
             block = f"input_blocks.{level * (per_level + 1) + j + 1}"
@@ -68,18 +71,7 @@ def ldm_prefix_map(spec: UNetSpec) -> list[tuple[str, str]]:
 
 def _rename(state_dict: Mapping[str, Tensor], pairs: list[tuple[str, str]], source: str) -> dict[str, Tensor]:
     """Rename each key by its longest matching prefix; keys no prefix matches are an error."""
-    pairs = sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
-    renamed, unmatched = {}, []
-    for key, value in state_dict.items():
-        match = next(((old, new) for old, new in pairs if key.startswith(old)), None)
-        if match is None:
-            unmatched.append(key)
-        else:
-            renamed[match[1] + key[len(match[0]):]] = value
-    if unmatched:
-        shown = "\n    ".join(sorted(unmatched)[:20])
-        raise sfumato.WeightsError(f"{source}: {len(unmatched)} key(s) have no place in the U-Net:\n    {shown}")
-    return renamed
+    return sfumato.rename_by_prefix(state_dict, pairs, source, "the U-Net")
 
 
 def unet_state_dict_from_ldm(state_dict: Mapping[str, Tensor], spec: UNetSpec) -> dict[str, Tensor]:

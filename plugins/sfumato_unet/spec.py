@@ -57,9 +57,32 @@ class UNetSpec(sfumato.ComponentSpec):
         "SD transformer blocks (self-attention, cross-attention, GEGLU feed-forward); None: DDPM-style "
         "spatial self-attention blocks and no text conditioning.",
     )
-    transformer_layers: int = Field(1, ge=1, description="Transformer blocks inside each attention block (cross-attention models).")
+    transformer_layers: int | list[int] = Field(
+        1, description="Transformer blocks inside each attention block (cross-attention models): one number for "
+        "all levels, or one per level (SDXL: [1, 2, 10]); the middle block has the last level's.",
+    )
     linear_projection: bool = Field(
         False, description="Transformer in/out projections are Linear layers (SD 2.x) rather than 1x1 convolutions (SD 1.x)."
+    )
+    addition_embed_type: Literal["text_time"] | None = Field(
+        None, description="Further conditioning added to the time embedding: 'text_time' is SDXL's, the pooled text "
+        "embedding (extras['text_embeds']) and the size micro-conditioning (extras['time_ids']) through an MLP. "
+        "None: none (SD 1.x, 2.x).",
+    )
+    addition_time_embed_dim: int | None = Field(
+        None, ge=1, description="Width of the sinusoidal embedding of each of the six time_ids ('text_time'; SDXL: 256).",
+    )
+    projection_class_embeddings_input_dim: int | None = Field(
+        None, ge=1, description="Input width of the 'text_time' MLP: the text_embeds width + 6 * "
+        "addition_time_embed_dim (SDXL: 1280 + 1536 = 2816).",
+    )
+    addition_text_encoder: str = Field(
+        "text_encoder_2", description="'text_time' models: the spec table of the second text encoder, whose "
+        "token states are concatenated to [text_encoder]'s and whose pooled embedding is text_embeds.",
+    )
+    force_zeros_for_empty_prompt: bool = Field(
+        True, description="'text_time' models: a call without a negative prompt gets zeros as its negative "
+        "conditioning (diffusers' SDXL pipelines), not the encoded empty prompt.",
     )
     num_classes: int | None = Field(
         None, ge=1, description="Number of classes of a class-conditional model (labels from cond.labels); None: no class embedding.",
@@ -93,7 +116,21 @@ class UNetSpec(sfumato.ComponentSpec):
                 raise ValueError(f"block_out_channels {channels} is not divisible by norm_num_groups {self.norm_num_groups}")
         if self.null_class and self.num_classes is None:
             raise ValueError("null_class needs num_classes")
+        if isinstance(self.transformer_layers, list) and len(self.transformer_layers) != levels:
+            raise ValueError(f"transformer_layers has {len(self.transformer_layers)} entries; it needs one per level "
+                             f"({levels})")
+        if min([self.transformer_layers] if isinstance(self.transformer_layers, int) else self.transformer_layers) < 1:
+            raise ValueError("transformer_layers must be at least 1")
+        if self.addition_embed_type == "text_time" and (
+                self.addition_time_embed_dim is None or self.projection_class_embeddings_input_dim is None):
+            raise ValueError("addition_embed_type 'text_time' needs addition_time_embed_dim and "
+                             "projection_class_embeddings_input_dim")
         return self
+
+    def transformer_layers_at(self, level: int) -> int:
+        """Transformer blocks in each attention block of ``level`` (-1: the middle block)."""
+        layers = self.transformer_layers
+        return layers if isinstance(layers, int) else layers[level]
 
     def heads_at(self, level: int) -> tuple[int, int]:
         """``(heads, head_dim)`` of the attention blocks at ``level`` (-1: the middle block)."""

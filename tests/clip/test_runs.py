@@ -18,6 +18,7 @@ from sfumato.cli import main
 from sfumato_clip import CLIP, load_clip, save_clip
 from sfumato_clip.config import PRESETS
 from sfumato_recipes.clip_tasks import FinetuneHeads
+from sfumato_clip_data_helpers import write_cifar10, write_flickr8k
 from sfumato_training_helpers import run, train_spec, write_class_folder
 
 
@@ -156,33 +157,10 @@ def test_caption_losses_are_reachable_from_the_spec(caption_loss, runs, tmp_path
         assert heads.logit_bias.item() != -10.0  # the bias trains
 
 
-def write_cifar10(root: Path) -> Path:
-    """CIFAR-10 python batches in the official format: 4 images a batch (colour = class), a test batch."""
-    import pickle
-
-    import numpy as np
-
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": names}, f)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        labels = [int(v) for v in rng.integers(0, 2, 4)]
-        data = np.stack([np.full(3072, 40 + 160 * label, dtype=np.uint8) for label in labels])
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels}, f)
-    return root
-
-
 def test_done_when_cifar10_and_flickr8k_runs_are_evaluated_from_their_folders(runs, tmp_path, capsys):
     """The issue's done-when path on files in the real formats: fine-tune on CIFAR-10 (labels) and on
     Flickr8k (captions, official split lists present), then `sfumato eval` from the run folder
     alone, on each dataset's test split, with no code of one's own."""
-    import numpy as np
-    from PIL import Image
-
     tower = {"weights": str(runs / "clip.safetensors")}
     towers = {"text_encoder": {"type": "clip-text", **tower}, "image_encoder": {"type": "clip-image", **tower}}
     train = {"batch_size": 4, "epochs": 1, "progress": False, "log_every": 1, "checkpoint_every": 0}
@@ -192,16 +170,15 @@ def test_done_when_cifar10_and_flickr8k_runs_are_evaluated_from_their_folders(ru
     cli(["eval", "zero-shot", "--weights", tmp_path / "cifar-run", "--out", tmp_path / "cifar.json"], capsys)
     report = json.loads((tmp_path / "cifar.json").read_text())
     assert report["dataset"]["split"] == "test" and report["tasks"]["label"]["images"] == 4
+    cli(["eval", "clip-benchmark", "--weights", tmp_path / "cifar-run", "--shots", 1, "--no-progress",
+         "--out", tmp_path / "cifar-benchmark.json"], capsys)
+    (entry,) = json.loads((tmp_path / "cifar-benchmark.json").read_text())["datasets"]
+    label = entry["classification"]["label"]
+    assert entry["dataset"]["split"] == "test" and entry["train_dataset"]["split"] == "train"
+    assert (label["images"], label["classes"], label["prompts"]) == (4, 10, "benchmark")
+    assert {"zero-shot", "linear-probe", "few-shot"} <= set(label)
 
-    flickr = tmp_path / "flickr"
-    (flickr / "Images").mkdir(parents=True)
-    rows = ["image,caption"]
-    for i, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200), (220, 220, 40)] * 2):
-        Image.fromarray(np.full((24, 24, 3), colour, dtype=np.uint8)).save(flickr / "Images" / f"{i}.jpg")
-        rows += [f"{i}.jpg,photo {i} number {k}" for k in range(5)]
-    (flickr / "captions.txt").write_text("\n".join(rows) + "\n")
-    for split, names in {"train": range(4), "dev": range(4, 6), "test": range(6, 8)}.items():
-        (flickr / f"Flickr_8k.{split}Images.txt").write_text("".join(f"{i}.jpg\n" for i in names))
+    flickr = write_flickr8k(tmp_path / "flickr")
     run({"task": {"type": "train-clip-finetune", "objective": "captions", "projection_dim": 8}, "train": train,
          "dataset": {"type": "flickr8k", "root": str(flickr), "resolution": 16}, **towers}, tmp_path / "flickr-run")
     cli(["eval", "retrieval", "--weights", tmp_path / "flickr-run", "--out", tmp_path / "flickr.json"], capsys)

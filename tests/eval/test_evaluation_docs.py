@@ -35,5 +35,5 @@ def test_every_first_party_evaluation_is_documented():
     evaluations = argparse.ArgumentParser().add_subparsers()
     registry.commands(evaluations, hook="register_eval_commands")
     names = set(evaluations.choices)
-    assert names == {"geneval", "shapes-reconstruction", "digits", "zero-shot", "retrieval"}
+    assert names == {"geneval", "shapes-reconstruction", "digits", "zero-shot", "retrieval", "clip-benchmark"}
     assert names == set(re.findall(r"^## `sfumato eval ([\w-]+)`", DOC, re.M))

@@ -31,7 +31,7 @@ def test_example_tables_validate(index):
 
 
 @pytest.mark.parametrize("kind, name", [("guidance", "cfg"), ("guidance", "classifier"), ("guidance", "clip"),
-                                        ("classifier", "noise-classifier")])
+                                        ("guidance", "autoguidance"), ("classifier", "noise-classifier")])
 def test_field_tables_document_every_field(kind, name):
     spec = sfumato.get_registry().get(kind, name).Spec
     text = DOC.read_text()

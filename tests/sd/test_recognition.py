@@ -83,8 +83,14 @@ def test_tokenizer_json_folder_gives_the_same_ids_as_vocab_and_merges(tiny_sd, t
     assert vocab_merges.tolist() == reference.input_ids
 
 
+def test_an_sd1_folder_labelled_sdxl_is_read_as_sdxl_and_lists_what_it_lacks(folder_copy):
+    edit_json(folder_copy / "model_index.json", _class_name="StableDiffusionXLPipeline")
+    text = error_of(folder_copy)
+    assert "text_encoder_2 is [None, None]; a StableDiffusionXLPipeline (SDXL) has" in text
+    assert "sub-folder text_encoder_2/ is missing" in text and "sub-folder tokenizer_2/ is missing" in text
+
+
 @pytest.mark.parametrize("class_name, message", [
-    ("StableDiffusionXLPipeline", "Stable Diffusion XL"),
     ("StableDiffusionUpscalePipeline", "not a text-to-image SD 1.x pipeline"),
 ])
 def test_other_pipeline_classes_are_named(folder_copy, class_name, message):
@@ -98,9 +104,10 @@ def test_sd2_unet_is_named(folder_copy):
     assert "Stable Diffusion 2.x" in error_of(folder_copy)
 
 
-def test_inpainting_unet_is_named(folder_copy):
-    edit_json(folder_copy / "unet" / "config.json", in_channels=9)
-    assert "in_channels is 9" in error_of(folder_copy)
+def test_image_conditioned_unet_is_named(folder_copy):
+    """9 input channels is SD's inpainting U-Net, which loads; other counts are named."""
+    edit_json(folder_copy / "unet" / "config.json", in_channels=8)
+    assert "in_channels is 8" in error_of(folder_copy)
 
 
 def test_missing_sub_folders_and_files_are_all_listed(folder_copy):
@@ -116,7 +123,8 @@ def test_missing_sub_folders_and_files_are_all_listed(folder_copy):
 def test_single_files_of_other_families_are_named(tmp_path):
     unet = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3)}
     save_file({**unet, "conditioner.embedders.0.x": torch.zeros(1)}, tmp_path / "xl.safetensors")
-    assert "Stable Diffusion XL" in error_of(tmp_path / "xl.safetensors")
+    text = error_of(tmp_path / "xl.safetensors")  # read as SDXL: what it lacks is listed
+    assert "no conditioner.embedders.1.model.* keys" in text and "no first_stage_model.* keys" in text
     save_file({**unet, "cond_stage_model.model.x": torch.zeros(1)}, tmp_path / "v2.safetensors")
     assert "Stable Diffusion 2.x" in error_of(tmp_path / "v2.safetensors")
     inpaint = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 9, 3, 3)}

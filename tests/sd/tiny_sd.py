@@ -103,9 +103,10 @@ def write_tiny_sd(root: Path) -> Path:
     return folder
 
 
-def ldm_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+def ldm_state_dict(folder: Path, text: bool = True) -> dict[str, torch.Tensor]:
     """A diffusers SD folder's weights under the key names of an original SD 1.x checkpoint,
-    written with the plugins' inverse key maps (checked against diffusers' own converter)."""
+    written with the plugins' inverse key maps (checked against diffusers' own converter);
+    ``text=False`` leaves out the text encoder (SDXL keeps its own elsewhere)."""
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
     unet = unet_state_dict_to_ldm(
         load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"), spec_from_diffusers_config(unet_config)
@@ -116,8 +117,11 @@ def ldm_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     for key, theirs in vae_model.foreign_keys("ldm").items():
         tensor = vae_state[key]
         vae["first_stage_model." + theirs] = tensor[:, :, None, None] if ATTENTION_PROJECTION.match(key) else tensor
-    text = {"cond_stage_model.transformer." + k: v for k, v in load_file(folder / "text_encoder" / "model.safetensors").items()}
-    return {**unet, **vae, **text}
+    if not text:
+        return {**unet, **vae}
+    encoder = {"cond_stage_model.transformer." + k: v
+               for k, v in load_file(folder / "text_encoder" / "model.safetensors").items()}
+    return {**unet, **vae, **encoder}
 
 
 def write_single_file(folder: Path, path: Path) -> Path:

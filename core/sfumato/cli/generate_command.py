@@ -1,5 +1,6 @@
 """``sfumato generate``: the main job, text (or a class label) to an image, replayable with ``--from``;
-with ``--prompts FILE``, one image per line of a prompt file (``sfumato.batch``).
+image-to-image and inpainting with ``--image``/``--mask``; with ``--prompts FILE``, one image per
+line of a prompt file (``sfumato.batch``). A PNG carries the lock and the WebUI's ``parameters`` text.
 
 Every option is checked before any work: the numbers and ``--out`` before the pipeline is loaded,
 what depends on the model (a multiple of its downscale, its steps, whether it reads prompts or
@@ -10,23 +11,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from PIL import Image
 from pydantic import ValidationError
 
 from ..batch import BatchSummary, check_batch_folder, line_requests, plan_lines, read_prompt_file, run_batches
 from ..errors import SfumatoError, SpecError
-from ..generation import MAX_IMAGES, MAX_SIDE, ArgumentError, GenerationResult, check_arguments, generate
+from ..generation import (
+    MAX_IMAGES, MAX_SIDE, ArgumentError, GenerationResult, check_arguments, generate, lock_arguments,
+)
 from ..generation_requests import SampleRunner, request_model, validation_messages
-from ..outputs import check_output, image_grid, save_image
+from ..outputs import check_output, image_grid, output_format, save_image
 from ..pipeline import Pipeline
 from ..registry import get_registry
 from ..replay import check_generation_task, replay_pipeline
 from ..training.distributed import setup_distributed, teardown_distributed
+from ..webui_parameters import webui_parameters
 
 DEFAULT_MODEL = "shapes"
 DEFAULT_OUT = "sfumato.png"
@@ -35,8 +42,17 @@ DEFAULT_BATCH_SIZE = 8
 #: The command line's name of each ``generate`` argument it sets.
 OPTIONS = {
     "prompt": "the prompt", "negative_prompt": "--negative", "labels": "--label", "steps": "--steps", "seed": "--seed",
-    "num_images": "--num-images", "height": "--height", "width": "--width",
+    "num_images": "--num-images", "height": "--height", "width": "--width", "image": "--image", "mask": "--mask",
+    "strength": "--strength", "mask_blur": "--mask-blur", "guidance_scale": "--cfg", "seeds": "--seed",
+    "control_image": "--control-image",
 }
+#: ``--strength`` with ``--image`` alone (image-to-image; A1111's "denoising strength") and with
+#: ``--mask`` (inpainting regenerates the masked region from pure noise).
+IMAGE_STRENGTH, INPAINT_STRENGTH = 0.6, 1.0
+#: ``--mask-blur`` default in pixels (A1111's default is 4).
+DEFAULT_MASK_BLUR = 4
+#: Most pixels of an ``--image`` or ``--mask`` file (decompression bombs are refused before decoding).
+MAX_INPUT_PIXELS = MAX_SIDE * MAX_SIDE
 #: The option that sets each field of a prompt file's lines for every line.
 LINE_OPTIONS = {"negative": "--negative", "label": "--label", "steps": "--steps", "height": "--height",
                 "width": "--width"}
@@ -67,6 +83,23 @@ def add(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-images", type=int, help=f"1 to {MAX_IMAGES} (default: 1)")
     parser.add_argument("--height", type=int, help=f"pixels, up to {MAX_SIDE}, a multiple of the model's downscale")
     parser.add_argument("--width", type=int, help=f"pixels, up to {MAX_SIDE}, a multiple of the model's downscale")
+    parser.add_argument("--cfg", type=float, metavar="SCALE",
+                        help="classifier-free guidance scale (the spec's cfg entry; diffusers' guidance_scale)")
+    parser.add_argument("--image", metavar="FILE",
+                        help="an init image: image-to-image (SDEdit) at --strength, or inpainting with --mask; "
+                        "the size defaults to the image's")
+    parser.add_argument("--mask", metavar="FILE", help="with --image: inpaint where the mask is white, keep the "
+                        "image where it is black (same size as --image); the kept pixels are pasted back")
+    parser.add_argument("--strength", type=float, help=f"with --image: the part of the trajectory run, above 0 to 1 "
+                        f"(default {IMAGE_STRENGTH}; {INPAINT_STRENGTH} with --mask)")
+    parser.add_argument("--mask-blur", type=int, help=f"with --mask: blur radius in pixels of the pasted mask's edge, "
+                        f"0 to 64 (default {DEFAULT_MASK_BLUR})")
+    parser.add_argument("--control-image", action="append", metavar="FILE",
+                        help="the control image of a [[controlnet]] (resized to the output size); repeat it once "
+                        "per ControlNet, in the spec's order")
+    parser.add_argument("--out-dir", metavar="DIR",
+                        help="also write each image as DIR/NNNNN-SEED.png with its own lock (numbered after those "
+                        "there); image k of a call uses seed + k, so each file replays alone")
     parser.add_argument("--prompts", metavar="FILE",
                         help="one image per line of FILE: text (a prompt per line) or .jsonl (an object per line: "
                         "prompt, negative, label, seed, steps, height, width, guidance, scheduler); the options "
@@ -93,13 +126,16 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 @contextmanager
-def named_options(given: dict[str, Any], replayed: str | None) -> Iterator[None]:
+def named_options(given: dict[str, Any], replayed: str | None, sized_by_image: bool = False) -> Iterator[None]:
     """Name a wrong ``generate`` argument as the user wrote it: its option when given on the
-    command line, the lock's argument when replayed, else the spec's (a task's default size)."""
+    command line (``--image`` for the size it gave), the lock's argument when replayed, else the
+    spec's (a task's default size)."""
     try:
         yield
     except ArgumentError as exc:
-        if exc.argument in given:
+        if exc.argument in ("height", "width") and sized_by_image:
+            name = f"--image (its {exc.argument}; give --height and --width to resize it)"
+        elif exc.argument in given:
             name = OPTIONS[exc.argument]
         else:
             name = f"{replayed}: the lock's {exc.argument}" if replayed else exc.argument
@@ -124,21 +160,124 @@ def run(args: argparse.Namespace) -> int:
     given = {name: value for name, value in (
         ("prompt", args.prompt), ("negative_prompt", args.negative), ("labels", args.label), ("steps", args.steps),
         ("seed", args.seed), ("num_images", args.num_images), ("height", args.height), ("width", args.width),
+        ("guidance_scale", args.cfg),
     ) if value is not None}
     with named_options(given, None):
         check_arguments(**{k: given.get(k) for k in ("num_images", "height", "width", "steps", "seed")})
+    given.update(image_options(args))
     try:
         out = check_output(args.out or DEFAULT_OUT, overwrite=args.overwrite)
     except SpecError as exc:
         raise SpecError(f"--out {exc}") from None
+    folder = check_out_dir(args.out_dir) if args.out_dir is not None else None
+    if folder is not None:
+        base = given.pop("seed", 0)
+        given["seeds"] = [(base + k) % 2**64 for k in range(given.get("num_images") or 1)]
     result = replay(args, given) if args.from_image else generate_new(args, given)
+    model = Path(args.spec).stem if args.spec else (args.model or (None if args.from_image else DEFAULT_MODEL))
     image = result.images[0] if len(result.images) == 1 else image_grid(result.images)
     try:
-        path = save_image(image, out, result.lock)
+        path = save_image(image, out, result.lock, parameters=png_parameters(out, result.lock, model))
+        written = write_numbered(folder, result, given, model) if folder is not None else []
     except SfumatoError as exc:
-        raise SpecError(f"--out {exc}") from None
-    print(f"wrote {path} ({len(result.images)} image(s), seed {result.seed})")
+        raise SpecError(f"{'--out-dir' if folder is not None and out.exists() else '--out'} {exc}") from None
+    seeds = f"seeds {given['seeds'][0]} to {given['seeds'][-1]}" if "seeds" in given else f"seed {result.seed}"
+    print(f"wrote {path} ({len(result.images)} image(s), {seeds})"
+          + (f" and {len(written)} file(s) in {folder}" if written else ""))
     return 0
+
+
+def png_parameters(out: Path, lock: dict[str, Any], model: str | None) -> str | None:
+    """The WebUI ``parameters`` text of a PNG output (None for JPEG and WebP, whose EXIF comment holds the lock)."""
+    return webui_parameters(lock, get_registry(), model) if output_format(out) == "PNG" else None
+
+
+def image_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--image``, ``--mask``, ``--strength``, ``--mask-blur`` and ``--cfg`` checked and read
+    (before the pipeline loads): the ``generate`` arguments they give."""
+    options: dict[str, Any] = {}
+    if getattr(args, "control_image", None):
+        images = [read_input_image("--control-image", path) for path in args.control_image]
+        options["control_image"] = images[0] if len(images) == 1 else images
+    if args.cfg is not None and not math.isfinite(args.cfg):
+        raise SpecError(f"--cfg: {args.cfg} is not a finite number (classifier-free guidance scale, e.g. 7.5)")
+    for option, value in (("--mask", args.mask), ("--strength", args.strength), ("--mask-blur", args.mask_blur)):
+        if value is not None and args.image is None:
+            raise SpecError(f"{option}: only with --image FILE (the image to change or inpaint)")
+    if args.mask_blur is not None and args.mask is None:
+        raise SpecError("--mask-blur: only with --mask FILE (it softens the edge of the pasted mask)")
+    if args.image is None:
+        return options
+    if args.from_image is not None:
+        raise SpecError("--image: not with --from (a lock does not hold its init image)")
+    if args.strength is not None and not 0.0 < args.strength <= 1.0:
+        raise SpecError(f"--strength: {args.strength} is out of range: it must be above 0 and at most 1")
+    if args.mask_blur is not None and not 0 <= args.mask_blur <= 64:
+        raise SpecError(f"--mask-blur: {args.mask_blur} is out of range: it must be 0 to 64 pixels")
+    image = read_input_image("--image", args.image)
+    options.update(image=image, strength=args.strength if args.strength is not None else
+                   INPAINT_STRENGTH if args.mask is not None else IMAGE_STRENGTH)
+    if args.mask is not None:
+        mask = read_input_image("--mask", args.mask)
+        if mask.size != image.size:
+            raise SpecError(f"--mask: {args.mask} is {mask.width}x{mask.height} but --image is "
+                            f"{image.width}x{image.height}: give a mask of the image's size")
+        options.update(mask=mask.convert("L"), mask_blur=DEFAULT_MASK_BLUR if args.mask_blur is None else args.mask_blur)
+    if args.height is None and args.width is None:
+        options.update(height=image.height, width=image.width)
+    elif args.height is None or args.width is None:
+        raise SpecError("--height and --width: give both with --image, or neither (the image's size)")
+    if (args.height, args.width) != (None, None) and args.mask is not None:
+        options["mask"] = options["mask"].resize((args.width, args.height), Image.Resampling.NEAREST)
+    return options
+
+
+def read_input_image(option: str, path: str) -> Image.Image:
+    """An image file, decoded: refused (naming ``option``) when missing, not an image, or too large."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            if opened.width * opened.height > MAX_INPUT_PIXELS:
+                raise SpecError(f"{option}: {path} is {opened.width}x{opened.height}, more than "
+                                f"{MAX_SIDE}x{MAX_SIDE} pixels")
+            opened.load()
+            return opened.convert("RGB") if opened.mode not in ("RGB", "L") else opened.copy()
+    except FileNotFoundError:
+        raise SpecError(f"{option}: {path} does not exist") from None
+    except IsADirectoryError:
+        raise SpecError(f"{option}: {path} is a folder, not an image file") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise SpecError(f"{option}: {path} is not an image PIL can read ({type(exc).__name__})") from None
+
+
+def check_out_dir(folder: str) -> Path:
+    """``--out-dir``: a folder (created if missing) that can be written."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise SpecError(f"--out-dir: {folder} is a file, not a folder")
+    probe = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SpecError(f"--out-dir: cannot write into {probe} (permission denied)")
+    return path
+
+
+def write_numbered(folder: Path, result: GenerationResult, given: dict[str, Any], model: str | None) -> list[Path]:
+    """Each image of ``result`` as ``folder/NNNNN-SEED.png``, numbered after the highest number
+    already there, with the lock of the one-sample call it is (its own seed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in folder.iterdir() if (m := re.match(r"(\d{5,})-", p.name))]
+    first_number = max(taken) + 1 if taken else 0
+    arguments = result.lock["arguments"]
+    written = []
+    for k, (image, seed) in enumerate(zip(result.images, given["seeds"])):
+        lock = {**result.lock, "arguments": lock_arguments(
+            prompt=arguments["prompt"], negative_prompt=arguments["negative_prompt"], labels=arguments["labels"],
+            steps=arguments["steps"], seed=seed, num_images=1, height=arguments["height"], width=arguments["width"],
+            strength=arguments["strength"], image=arguments["image"], mask=arguments["mask"])}
+        path = folder / f"{first_number + k:05d}-{seed}.png"
+        written.append(save_image(image, path, lock, parameters=webui_parameters(lock, get_registry(), model)))
+    return written
 
 
 def sampler_overrides(sampler: str | None, schedule: str | None) -> list[str]:
@@ -170,7 +309,7 @@ def generate_new(args: argparse.Namespace, given: dict[str, Any]) -> GenerationR
     """Run the spec's (or the built-in model's) task with the options given."""
     pipe, target = load_generation_pipeline(args)
     task = pipe.component("task")
-    with named_options(given, None):
+    with named_options(given, None, sized_by_image=args.image is not None and args.height is None):
         result = pipe(progress=not args.no_progress, **given)
     if not isinstance(result, GenerationResult):
         raise SpecError(f"{target}: task {task.type_name()!r} made no images; `sfumato generate` runs generation tasks")
@@ -182,7 +321,7 @@ def replay(args: argparse.Namespace, given: dict[str, Any]) -> GenerationResult:
     pipe, arguments, notes = replay_pipeline(args.from_image, args.set, get_registry())
     for note in notes:
         print(f"sfumato: note: {note}; the replay uses the weights --set names", file=sys.stderr)
-    with named_options(given, args.from_image), pipe.spec.runtime.autocast_context(pipe.device):
+    with named_options(given, args.from_image), pipe.spec.runtime.call_context(pipe.device):
         return generate(pipe, progress=not args.no_progress, **{**arguments, **given})
 
 

@@ -6,6 +6,7 @@ file               purpose
 spec.py            the ``[train]`` table (``TrainSpec``)
 trainer.py         the loop: accumulation, clipping, AdamW, EMA, outputs
 recipe.py          ``Recipe``, ``TrainSetup``, ``TrainingTask``: what a task supplies
+evaluation.py      held-out evaluation (``EvalContext``, ``eval_every``) and its metrics
 data.py            resumable sampler, item seeding, collation
 randomness.py      per-sample noise, RNG snapshots
 checkpoint.py      atomic, resumable checkpoints
@@ -22,6 +23,7 @@ from .callbacks import TensorBoardLogger, TrainCallback, WandbLogger
 from .checkpoint import CheckpointError
 from .data import collate_examples
 from .ema import EMA
+from .evaluation import EvalContext, held_out_spec, retrieval_recall, topk_accuracy
 from .lr_schedule import learning_rate
 from .randomness import SampleRandom
 from .recipe import Recipe, SampleContext, StepContext, TrainingTask, TrainSetup
@@ -32,5 +34,6 @@ from .trainer import DivergenceError, TrainResult, train
 __all__ = [
     "TensorBoardLogger", "TrainCallback", "WandbLogger", "CheckpointError", "collate_examples", "EMA",
     "learning_rate", "SampleRandom", "Recipe", "SampleContext", "StepContext", "TrainingTask",
-    "TrainSetup", "TrainSpec", "TrainResult", "train", "DivergenceError", "RunFolderError",
+    "TrainSetup", "TrainSpec", "TrainResult", "train", "DivergenceError", "RunFolderError", "EvalContext",
+    "held_out_spec", "retrieval_recall", "topk_accuracy",
 ]

@@ -14,6 +14,8 @@ from ..outputs import image_grid
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
+#: The prefix of held-out evaluation figures (``[train] eval_every``); their lines carry no loss.
+EVAL_PREFIX = "eval_"
 #: Sample values beyond this magnitude (images live in [-1, 1]) mean the model does not make images,
 #: typically a run that diverged; the grid clips them, so ``save_sample_grid`` warns. (A pixel model
 #: after its first few steps samples values up to about 5; one diverged early reached 60.)
@@ -62,7 +64,8 @@ class MetricsLog:
 
 
 def plot_losses(records: list[dict[str, Any]], path: Path, title: str = "training loss") -> Path | None:
-    """Plot ``loss`` (and any other ``loss*`` series) against ``step`` into a PNG (matplotlib, Agg).
+    """Plot ``loss`` (and any other ``loss*`` series) against ``step`` into a PNG (matplotlib, Agg),
+    with the held-out ``eval_*`` figures, when there are any, in a panel below on the same steps.
 
     Returns None when matplotlib is not installed (``pip install sfumato[train]``) or there is
     nothing to plot yet.
@@ -75,9 +78,12 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str = "trainin
     except ImportError:
         return None
     series = sorted({k for r in records for k in r if k.startswith("loss")})
+    evaluations = sorted({k for r in records for k in r if k.startswith(EVAL_PREFIX)})
     if not series:
         return None
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    rows = 2 if evaluations else 1
+    figure, panels = plt.subplots(rows, 1, figsize=(6, 4 * rows), dpi=100, sharex=True, squeeze=False)
+    axes = panels[0][0]
     for name in series:
         points = [(r["step"], r[name]) for r in records if name in r]
         axes.plot([p[0] for p in points], [p[1] for p in points], label=name)
@@ -88,6 +94,16 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str = "trainin
         axes.set_yscale("log")
     axes.legend()
     axes.grid(alpha=0.3)
+    if evaluations:
+        below = panels[1][0]
+        for name in evaluations:
+            points = [(r["step"], r[name]) for r in records if name in r]
+            below.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name[len(EVAL_PREFIX):])
+        below.set_xlabel("step")
+        below.set_ylabel("held-out")
+        below.set_title("held-out evaluation ([train] eval_every)")
+        below.legend()
+        below.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -18,6 +18,7 @@ from ..formulation import Formulation
 from ..registry import get_registry
 from ..weights import save_component, save_weights
 from .data import collate_examples, label_table_error
+from .evaluation import EvalContext
 from .randomness import SampleRandom
 from .spec import TrainSpec
 
@@ -135,6 +136,19 @@ class Recipe:
     def sample(self, ctx: SampleContext) -> Tensor | None:
         """``[N, 3, H, W]`` images in [-1, 1] showing progress, or None (no grid)."""
         return None
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, float]:
+        """Named figures on the held-out examples ``ctx.examples()`` (higher or lower is better as
+        the name says: ``zero_shot_top1``, ``image_to_text_r1``); the trainer calls it every
+        ``[train] eval_every`` steps, without gradients, the modules in eval mode, the random
+        generators forked (``evaluation.py``). A recipe that can evaluate overrides it; the
+        default has nothing to report, and ``eval_every`` is refused for its task."""
+        return {}
+
+    @property
+    def can_evaluate(self) -> bool:
+        """Whether this recipe overrides ``evaluate``."""
+        return type(self).evaluate is not Recipe.evaluate
 
     def save(self, out: Path, suffix: str = "") -> dict[str, Path]:
         """Save each trained module to ``out/<name><suffix>.safetensors``: components with

@@ -55,6 +55,10 @@ class TrainSpec(BaseModel):
     sample_every: int = Field(0, ge=0, description="Write a PNG grid of samples every this many steps (and at the "
                               "end); 0: never. Recipes without a sampler ignore it.")
     sample_count: int = Field(8, ge=1, description="Images in each sample grid.")
+    eval_every: int = Field(0, ge=0, description="Evaluate the task on the held-out split of [dataset] every this "
+                            "many steps and at the end (Recipe.evaluate: zero-shot accuracy, retrieval recall, ...), "
+                            "written to metrics.jsonl as eval_* and plotted under the loss; 0: never.")
+    eval_size: int = Field(1000, ge=1, description="Held-out examples each evaluation reads (the first N).")
     save_every_epoch: bool = Field(False, description="Also save the trained weights at the end of each epoch "
                                    "(in out/epoch-N/).")
     progress: bool = Field(True, description="Show a tqdm progress bar (on the first process).")

@@ -31,8 +31,9 @@ from .distributed import (
     setup_distributed, teardown_distributed,
 )
 from .ema import EMA
+from .evaluation import EvalContext, held_out_spec
 from .lr_schedule import learning_rate
-from .metrics import LOSS_PLOT, MetricsLog, plot_losses, save_sample_grid
+from .metrics import EVAL_PREFIX, LOSS_PLOT, MetricsLog, plot_losses, save_sample_grid
 from .randomness import SampleRandom, rng_state, seed_everything, set_rng_state
 from .recipe import TABLE_KINDS, Recipe, SampleContext, StepContext, TrainingTask, TrainSetup, build_table
 from .run_folder import (
@@ -139,6 +140,7 @@ class Trainer:
             raise SpecError(f"[train] batch_size = {settings.batch_size} must be divisible by processes ({world}) "
                             f"x grad_accumulation ({accumulation})")
         self.micro_batch = settings.batch_size // (world * accumulation)
+        self.held_out = self.held_out_dataset() if settings.eval_every else None
         self.sampler = ResumableSampler(dataset, world, context.rank, settings.seed)
         self.keyed = KeyedDataset(dataset, settings.seed)
         self.steps_per_epoch = self.sampler.num_samples // (self.micro_batch * accumulation)
@@ -282,6 +284,9 @@ class Trainer:
                 self.save_weights(self.out / f"epoch-{self.step // self.steps_per_epoch}")
             if self.settings.sample_every and (self.step % self.settings.sample_every == 0 or self.step == self.total_steps):
                 self.write_samples()
+            eval_every = self.settings.eval_every
+            if eval_every and (self.step % eval_every == 0 or self.step == self.total_steps):
+                self.evaluate(log)
             if self.settings.checkpoint_every and (self.step % self.settings.checkpoint_every == 0 or self.step == self.total_steps):
                 state = self.state_dict()
                 if main:
@@ -361,6 +366,41 @@ class Trainer:
             path = save_sample_grid(images, self.out / "samples" / f"step-{self.step:08d}.png")
             for callback in self.callbacks:
                 callback.on_samples(self.step, images, path)
+
+    def held_out_dataset(self) -> Any:
+        """The held-out ``[dataset]`` of ``[train] eval_every`` (``held_out_spec``), built once on
+        the main process; a recipe without ``evaluate`` is refused before training starts."""
+        if not self.recipe.can_evaluate:
+            raise SpecError(f"[train] eval_every = {self.settings.eval_every}: task {self.spec.task.type!r} has no "
+                            "held-out evaluation (its recipe does not implement Recipe.evaluate); set eval_every = 0")
+        if not self.context.is_main:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            return build_table("dataset", held_out_spec(self.spec.dataset))
+
+    def evaluate(self, log: MetricsLog | None) -> None:
+        """``recipe.evaluate`` on the held-out set, written as an ``eval_*`` line of the metrics log.
+        Evaluating leaves training as it was: modes restored, RNG states restored, no gradients."""
+        if self.context.is_main:
+            context = EvalContext(self.step, self.device, self.held_out,
+                                  min(self.settings.eval_size, len(self.held_out)), self.micro_batch)
+            modes = {name: m.training for name, m in self.recipe.trainable.items()}
+            for module in self.recipe.trainable.values():
+                module.eval()
+            random_state = rng_state()
+            try:
+                with torch.no_grad(), (self.ema.applied() if self.ema else contextlib.nullcontext()):
+                    figures = self.recipe.evaluate(context)
+            finally:
+                set_rng_state(random_state)
+                for name, module in self.recipe.trainable.items():
+                    module.train(modes[name])
+            record = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                      **{f"{EVAL_PREFIX}{name}": float(value) for name, value in figures.items()}}
+            log.write(record)
+            for callback in self.callbacks:
+                callback.on_log(self.step, record)
+        barrier(self.context)
 
     def save_weights(self, folder: Path) -> dict[str, Path]:
         """The trained modules (the EMA's weights when there is one; the raw ones beside them)."""
