@@ -42,6 +42,8 @@ class LoRARecipe(DiffusionRecipe):
     preservation, ``loss = instance + prior_loss_weight * class`` over a class image paired with
     each instance by its dataset index."""
 
+    output_files = (KOHYA_FILE,)  # --overwrite removes an earlier run's kohya file too
+
     def __init__(self, spec: Any, network: nn.Module, denoiser: nn.Module, schedule: sfumato.Formulation,
                  autoencoder: nn.Module | None, text_encoder: nn.Module, scheduler: sfumato.Scheduler | None,
                  class_images: Tensor | None):

@@ -180,3 +180,14 @@ def test_target_modules_that_match_nothing_are_refused_with_the_choices(stars, t
                      sfumato.get_registry())
     with pytest.raises(sfumato.SpecError, match="class_images = .*a-file' is a file; give a folder"):
         sfumato.train(spec, out=tmp_path / "run-2")
+
+
+def test_overwrite_removes_an_earlier_runs_kohya_file_too(tmp_path):
+    """The recipe's ``output_files`` reach ``--overwrite``: no stale kohya file beside a new run."""
+    from sfumato.training.run_folder import remove_run_outputs
+    from sfumato_recipes.lora_task import LoRARecipe
+
+    for name in ("lora.safetensors", "lora.kohya.safetensors", "lora.no-ema.kohya.safetensors", "notes.txt"):
+        (tmp_path / name).write_text("earlier run")
+    remove_run_outputs(tmp_path, {"lora"}, LoRARecipe.output_files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

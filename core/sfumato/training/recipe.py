@@ -124,6 +124,11 @@ class Recipe:
         moved to the device, put in eval mode, gradients off.
     """
 
+    #: Files ``save`` writes besides ``<trainable name>.safetensors``, by name, ``{suffix}`` standing
+    #: for ``""`` and ``".no-ema"`` (``"lora{suffix}.kohya.safetensors"``): ``--overwrite`` deletes
+    #: them with the earlier run's other outputs, so none of them is left from another run.
+    output_files: tuple[str, ...] = ()
+
     def __init__(self, trainable: dict[str, nn.Module], frozen: dict[str, nn.Module] | None = None):
         self.trainable = trainable
         self.frozen = frozen or {}

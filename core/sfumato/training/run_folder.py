@@ -154,10 +154,14 @@ def remove_interrupted_writes(out: Path) -> None:
                       "by writes that were killed mid-way", stacklevel=2)
 
 
-def remove_run_outputs(out: Path, module_names: Iterable[str]) -> None:
+def remove_run_outputs(out: Path, module_names: Iterable[str], output_files: Iterable[str] = ()) -> None:
     """Delete what an earlier run wrote to ``out`` (``overwrite``): its checkpoints, metrics, loss
-    plot, samples, TensorBoard events, per-epoch weights, ``trained.toml`` and the weights
-    ``<name>.safetensors`` / ``<name>.no-ema.safetensors`` of ``module_names``. Other files stay."""
+    plot, samples, TensorBoard events, per-epoch weights, ``trained.toml``, the weights
+    ``<name>.safetensors`` / ``<name>.no-ema.safetensors`` of ``module_names`` and the recipe's
+    ``output_files`` (``{suffix}``: ``""`` and ``".no-ema"``). Other files stay."""
+    for pattern in output_files:
+        for suffix in ("", ".no-ema"):
+            (out / pattern.format(suffix=suffix)).unlink(missing_ok=True)
     for _, path in list_checkpoints(out):
         path.unlink(missing_ok=True)
     for name in RUN_FILES:

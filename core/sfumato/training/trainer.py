@@ -255,7 +255,7 @@ class Trainer:
         if main:
             remove_interrupted_writes(self.out)
             if overwrite:
-                remove_run_outputs(self.out, {*TABLE_KINDS, *self.recipe.trainable})
+                remove_run_outputs(self.out, {*TABLE_KINDS, *self.recipe.trainable}, self.recipe.output_files)
         log = MetricsLog(self.out, resumed_from) if main else None
         for callback in self.callbacks:
             callback.on_start(self.out, self.spec.to_dict())
