@@ -22,7 +22,7 @@ recipe draws its sample grids with the same ``guided_model`` and ``sample``.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -260,23 +260,48 @@ def with_extra_channels(denoiser: Callable[..., Tensor], extra: Tensor) -> Calla
     return forward
 
 
+def prompt_conditioner(pipe: Pipeline, height: int | None = None, width: int | None = None,
+                       inputs: dict[str, Any] | None = None) -> Callable[[list[str]], Conditioning]:
+    """``encode(prompts) -> Conditioning``: the full conditioning of ``prompts``, one row each and
+    without a negative, as ``sfumato.generate`` builds a call's: ``encode_prompts``, then every
+    component's ``extra_conditioning`` (``sfumato.conditioners``) with a request of ``height`` x
+    ``width`` (default: ``native_size``) and the call ``inputs``, on the pipeline's device and
+    dtype. ``GuidanceContext.encode`` calls it (guidance asking for another prompt's prediction)."""
+
+    def encode(prompts: list[str]) -> Conditioning:
+        if pipe.component("text_encoder") is None:
+            raise SpecError("guidance asked for the conditioning of a prompt, but the pipeline has no [text_encoder]")
+        blank = [""] * len(prompts)
+        cond = encode_prompts(pipe, list(prompts), blank).to(pipe.device, pipe.dtype)
+        size = (height, width) if height and width else native_size(pipe)
+        request = conditioners.ConditioningRequest(pipe, list(prompts), list(blank), *size, dict(inputs or {}))
+        return replace(conditioners.extra_conditioning(cond, request), negative=None)
+
+    return encode
+
+
 def guided_model(pipe: Pipeline, cond: Conditioning | None, prompts: list[str] | None, generator: torch.Generator | None,
                  schedule: Formulation | None = None, plan: SamplingPlan | None = None,
-                 step: SamplerStep | None = None, extra_channels: Tensor | None = None):
+                 step: SamplerStep | None = None, extra_channels: Tensor | None = None,
+                 request: conditioners.ConditioningRequest | None = None):
     """``model(x_t, t) -> Prediction``: the denoiser under the spec's speedups, then its guidance
     (each in spec order), for the samples ``cond`` describes (None: unconditioned), with
     ``schedule`` (default: the pipeline's formulation; pass the one ``sampling_plan`` gave for the
     batch). The speedups and the guidance are wrapped for one run of ``plan``, whose step they read
     from ``step``: pass the same record to ``sample``. ``extra_channels``
-    (``inpainting_inputs``) are concatenated to the denoiser's input."""
+    (``inpainting_inputs``) are concatenated to the denoiser's input. ``request`` is the call's
+    ``ConditioningRequest`` (the one ``cond``'s extras were made with): ``GuidanceContext.encode``
+    builds other prompts' conditioning with its size and inputs (default: the native size, no inputs)."""
     schedule = schedule or pipe.schedule
     cond = cond if cond is not None else Conditioning()
     denoiser = pipe.component("denoiser")
     if extra_channels is not None:
         denoiser = with_extra_channels(denoiser, extra_channels)
+    conditioner = prompt_conditioner(pipe, request.height, request.width, request.inputs) if request is not None \
+        else prompt_conditioner(pipe)
     context = GuidanceContext(schedule=schedule, components=dict(pipe.components), prompts=prompts,
                               labels=cond.labels, generator=generator, plan=plan,
-                              step=step if step is not None else SamplerStep())
+                              step=step if step is not None else SamplerStep(), conditioner=conditioner)
     predictor = bind_predictor(conditioners.wrap_denoiser(pipe, denoiser, context), schedule)
     for speedup in pipe.component("speedups") or ():  # innermost: each sees every forward of the run
         predictor = speedup.wrap(predictor, context)
@@ -342,5 +367,5 @@ def gaussian_blur(mask: Tensor, radius: int) -> Tensor:
 __all__ = [
     "ArgumentError", "FALLBACK_SIZE", "Parts", "encode_prompts", "check_labels", "condition", "native_size", "latent_shape",
     "initial_noise", "sampling_plan", "initial_latents", "encode_image", "mask_tensor", "latent_mask",
-    "inpainting_inputs", "with_extra_channels", "guided_model", "sample", "decode", "paste_known", "gaussian_blur",
+    "inpainting_inputs", "with_extra_channels", "prompt_conditioner", "guided_model", "sample", "decode", "paste_known", "gaussian_blur",
 ]

@@ -267,8 +267,9 @@ def generate(
     cond = blocks.condition(pipe, prompts, negative_prompt, label_list, num_images).to(pipe.device, pipe.dtype)
     sample_prompts = [p for p in prompts for _ in range(num_images)]
     negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt] * len(prompts)
-    cond = conditioners.extra_conditioning(cond, conditioners.ConditioningRequest(
-        pipe, sample_prompts, [n for n in negatives for _ in range(num_images)], height, width, inputs))
+    request = conditioners.ConditioningRequest(
+        pipe, sample_prompts, [n for n in negatives for _ in range(num_images)], height, width, inputs)
+    cond = conditioners.extra_conditioning(cond, request)
     shape = blocks.latent_shape(pipe, batch, height, width)
     if denoiser.in_channels == 2 * shape[1] + 1 and mask is None:
         raise ArgumentError("mask", f"this denoiser is an inpainting model ({denoiser.in_channels} input channels: the "
@@ -313,7 +314,7 @@ def generate(
                     known, part_mask = init, known_mask if known_mask.shape[0] == 1 else known_mask[part]
         step = SamplerStep.for_plan(plan)
         model = blocks.guided_model(pipe, cond.select(part), sample_prompts[part] or None, generator, schedule,
-                                    plan, step, extra_channels=extra)
+                                    plan, step, extra_channels=extra, request=request)
         # The kept region is noised with the sample's own initial noise at every level, as
         # diffusers' inpainting pipelines do, so it stays one trajectory with the new content.
         sampler, known_noise = scheduler, noise[part] if known is not None else None

@@ -38,6 +38,7 @@ from .adapter import Adapter
 from .combiner import Combiner
 from .component import Component
 from .conditioning import Conditioning
+from .errors import SpecError
 from .formulation import Formulation
 from .model_patches import PointPatch, patched, perturbation_points
 from .prediction import Prediction
@@ -336,6 +337,9 @@ class GuidanceContext:
         ``run_sampler``: read it when the guided predictor is called, not in ``wrap``.
     :param branches: the branches (``sfumato.branches.Branch``) that guidance wrapped after the
         latest batching guidance asked it to compute; see ``open_batch`` and ``add_branch``.
+    :param conditioner: ``prompts -> Conditioning``, what ``encode`` calls: set by
+        ``sfumato.blocks.guided_model`` (``sfumato.blocks.prompt_conditioner``); None in a context
+        built by hand, where ``encode`` uses ``components["text_encoder"]`` alone.
     """
 
     schedule: Formulation
@@ -346,6 +350,26 @@ class GuidanceContext:
     plan: SamplingPlan | None = None
     step: SamplerStep = field(default_factory=SamplerStep)
     branches: list[Any] | None = None
+    conditioner: Callable[[list[str]], Conditioning] | None = None
+
+    def encode(self, prompts: list[str]) -> Conditioning:
+        """The full conditioning of ``prompts``, one row each and without a negative, built as the
+        call built its own: the pipeline's ``[text_encoder]``, then every component's
+        ``extra_conditioning`` (``sfumato.conditioners``: SDXL's second text encoder, pooled
+        ``text_embeds`` and ``time_ids``; a ControlNet's image) with the call's size and inputs,
+        on the pipeline's device and dtype. For guidance that needs the prediction of another
+        prompt (perp-neg's empty one): batch it with the call's rows as a ``Branch``. Call it when
+        the guided predictor runs or once in ``wrap``; it encodes each time it is called.
+
+        :raises SpecError: when the pipeline has no ``[text_encoder]``.
+        """
+        if self.conditioner is not None:
+            return self.conditioner(list(prompts))
+        encoder = self.components.get("text_encoder")
+        if encoder is None:
+            raise SpecError("guidance asked for the conditioning of a prompt, but the pipeline has no [text_encoder]")
+        out = encoder.encode(list(prompts))
+        return Conditioning(tokens=out.tokens, pooled=out.pooled, mask=out.mask)
 
     def open_batch(self) -> list[Any]:
         """Called in ``wrap`` by a guidance method that runs one batched forward per call (``cfg``):

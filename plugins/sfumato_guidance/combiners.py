@@ -9,6 +9,7 @@ EDM's F), the space diffusers' guiders (``diffusers.guiders``) combine in, and e
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import torch
@@ -139,8 +140,11 @@ class PerpNegCombiner(sfumato.Combiner):
         pos = c - e,   neg = u - e,   perp = neg - (<neg, pos> / ||pos||^2) pos
         out = e + scale * (pos - neg_scale * perp)
 
-    per sample (ComfyUI sums the inner products over the whole batch). A negative prompt equal to
-    the empty one gives plain classifier-free guidance. Needs the pipeline's ``[text_encoder]``.
+    per sample (ComfyUI sums the inner products over the whole batch; where ``pos`` is zero, as for
+    the empty prompt itself, ``perp = neg``, not ComfyUI's 0 / 0). A negative prompt equal to
+    the empty one gives plain classifier-free guidance. Needs the pipeline's ``[text_encoder]``; the
+    empty prompt's conditioning is the run's full one (``GuidanceContext.encode``: SDXL's second
+    encoder and micro-conditioning, a ControlNet's image), so it batches with the call's rows.
     """
 
     class Spec(sfumato.ComponentSpec):
@@ -149,21 +153,20 @@ class PerpNegCombiner(sfumato.Combiner):
                                  "0 ignores the negative prompt (guidance against the empty prompt).")
 
     def branches(self, run):
-        encoder = run.components.get("text_encoder")
-        if encoder is None:
+        if run.components.get("text_encoder") is None:
             raise sfumato.SpecError("[[guidance]] cfg combiner 'perp-neg' needs the empty prompt's prediction, so "
                                     "the pipeline needs a [text_encoder]; use another combiner for models without one")
-        encoded: list[sfumato.EncoderOutput] = []  # the empty prompt, encoded once per run
+        encoded: dict[int, sfumato.Conditioning] = {}  # the empty prompt, encoded once per run and batch size
 
         def empty_prompt(cond: sfumato.Conditioning) -> sfumato.Conditioning:
-            if not encoded:
+            rows = cond.batch_size
+            if rows not in encoded:  # the call's full conditioning (SDXL's extras, a ControlNet's image)
                 with torch.no_grad():
-                    encoded.append(encoder.encode([""]))
-            tokens = cond.tokens
-            empty = sfumato.Conditioning(tokens=encoded[0].tokens,  # the fields the call's conditioning has
-                                         pooled=encoded[0].pooled if cond.pooled is not None else None,
-                                         mask=encoded[0].mask if cond.mask is not None else None)
-            return empty.to(tokens.device, tokens.dtype).repeat(tokens.shape[0])
+                    encoded[rows] = run.encode([""] * rows)
+            empty = encoded[rows]  # with the fields the call's conditioning has, so the rows concatenate
+            empty = dataclasses.replace(empty, pooled=empty.pooled if cond.pooled is not None else None,
+                                        mask=empty.mask if cond.mask is not None else None)
+            return empty.to(cond.tokens.device, cond.tokens.dtype)
 
         return [sfumato.branches.Branch(conditioning=empty_prompt)]
 
@@ -172,7 +175,10 @@ class PerpNegCombiner(sfumato.Combiner):
         e = context.output(empty)
         pos, neg = context.output(cond) - e, context.output(uncond) - e
         dims = sample_dims(pos)
-        along = (neg * pos).sum(dim=dims, keepdim=True) / pos.pow(2).sum(dim=dims, keepdim=True)
+        # A positive prompt that predicts what the empty one does (pos = 0: the empty prompt itself)
+        # has no direction to keep: nothing of neg lies along it (ComfyUI divides 0 by 0 there).
+        norm = pos.pow(2).sum(dim=dims, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)
+        along = (neg * pos).sum(dim=dims, keepdim=True) / norm
         perpendicular = neg - along * pos
         return context.prediction(e + scale * (pos - self.spec.neg_scale * perpendicular))
 

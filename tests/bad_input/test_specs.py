@@ -235,7 +235,7 @@ CASES = [
     Case("fill-invalid-spec-writes-nothing", ["fill", "spec.toml", "--out", "filled.toml"], ["[scheduler] steps"],
          tiny("steps = 2", "steps = true")),
     # -- schema ---------------------------------------------------------------------------------
-    Case("schema-unknown-kind", ["schema", "--kind", "sampler"], ["--kind", "invalid choice", "'sampler'"]),
+    Case("schema-unknown-kind", ["schema", "--kind", "sampler"], ["--kind", "'sampler' is not a component kind", "scheduler"]),
     # -- specs given to generate ----------------------------------------------------------------
     Case("generate-untrained-denoiser", GENERATE + ["spec.toml"],
          ["spec.toml", "[denoiser] 'unet' names no weights", "random initialisation", "allow_untrained"], tiny()),

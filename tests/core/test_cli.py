@@ -120,3 +120,8 @@ def test_schema_of_one_kind(workdir, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "sfumato", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and sfumato.__version__ in out.stdout
+
+
+def test_schema_of_a_kind_a_plugin_declares(capsys):
+    code, out, _ = run(capsys, "schema", "--kind", "controlnet")
+    assert code == 0 and json.loads(out)["properties"]["type"]["const"] == "controlnet"

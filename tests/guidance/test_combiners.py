@@ -195,8 +195,9 @@ class EmptyPromptEncoder:
     tokens = torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(9)) * 0.2
 
     def encode(self, prompts):
-        assert prompts == [""]
-        return sfumato.EncoderOutput(tokens=self.tokens, pooled=self.tokens.mean(dim=1))
+        assert set(prompts) == {""}
+        tokens = self.tokens.repeat(len(prompts), 1, 1)
+        return sfumato.EncoderOutput(tokens=tokens, pooled=tokens.mean(dim=1))
 
 
 def test_perp_neg_removes_the_negatives_part_along_the_positive_in_one_forward():

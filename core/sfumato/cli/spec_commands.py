@@ -19,7 +19,8 @@ from ..weights import atomic_write
 
 def add(sub: argparse._SubParsersAction) -> None:
     schema = sub.add_parser("schema", help="print the JSON Schema of spec files (plugin fields included)")
-    schema.add_argument("--kind", choices=sorted(KINDS), help="only the schema of one component kind")
+    schema.add_argument("--kind", metavar="KIND", help="only the schema of one component kind (the core's: "
+                        f"{', '.join(sorted(KINDS))}; or one a plugin declares, such as controlnet)")
     schema.set_defaults(handler=run_schema)
 
     fill = sub.add_parser("fill", help="write a spec with every default filled in")
@@ -39,6 +40,9 @@ def run_schema(args: argparse.Namespace) -> int:
     if args.kind:
         from pydantic import TypeAdapter
 
+        if args.kind not in registry.components:
+            raise SpecError(f"--kind {args.kind!r} is not a component kind; the kinds are "
+                            f"{', '.join(sorted(registry.components))}")
         union = component_union(registry, args.kind)
         if union is None:
             raise SpecError(f"no {args.kind} types are registered")

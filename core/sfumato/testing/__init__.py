@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from .combiner_conformance import CombinerConformance
 from .conformance import (
     AutoencoderConformance,
     ComponentConformance,
