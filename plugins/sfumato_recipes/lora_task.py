@@ -37,6 +37,17 @@ def lora_type() -> type:
                                 f"{exc}") from None
 
 
+def class_prompts(spec: Any) -> list[str]:
+    """The prior-preservation prompts of a ``train-lora`` spec: ``class_prompt`` as a list."""
+    return [spec.class_prompt] if isinstance(spec.class_prompt, str) else list(spec.class_prompt)
+
+
+def class_prompt_of(spec: Any, index: int) -> str:
+    """The prompt of class image ``index`` (``class-{index:04d}.png``)."""
+    prompts = class_prompts(spec)
+    return prompts[index % len(prompts)]
+
+
 class LoRARecipe(DiffusionRecipe):
     """The denoising loss of ``train-diffusion`` with only the LoRA factors trained; with prior
     preservation, ``loss = instance + prior_loss_weight * class`` over a class image paired with
@@ -70,7 +81,8 @@ class LoRARecipe(DiffusionRecipe):
         if self.class_images is not None:
             pairs = batch["index"].to("cpu") % self.class_images.shape[0]
             x0 = torch.cat([x0, self.class_space()[pairs].to(x0.device)])  # (2B, C, h, w)
-            captions = captions + self.dropped([self.spec.class_prompt] * count, ctx)
+            prompts = class_prompts(self.spec)
+            captions = captions + self.dropped([prompts[i % len(prompts)] for i in pairs.tolist()], ctx)
         x_t, noise, t = self.noised(x0, count, ctx)
         target = self.schedule.training_target(x0, noise, t)
         x_in, time = self.schedule.network_input(x_t, t)
@@ -137,9 +149,9 @@ class TrainLoRA(sfumato.TrainingTask):
             "(q_proj, k_proj, v_proj, out_proj), ff (fc1, fc2), or transformers layer names.")
         instance_prompt: str | None = Field(
             None, description="DreamBooth: every image's caption is this prompt (None: the dataset's captions).")
-        class_prompt: str | None = Field(
+        class_prompt: str | list[str] | None = Field(
             None, description="Prior preservation: also train on class_images with this prompt, so the model keeps "
-            "what it drew for it (None: off).")
+            "what it drew for it (None: off); a list: class image i has prompt i modulo the list's length.")
         class_images: sfumato.SpecPath | None = Field(
             None, description="Folder of class images for prior preservation (PNG); the base model draws the missing "
             "ones up to num_class_images, from class_prompt, before training.")
@@ -156,6 +168,9 @@ class TrainLoRA(sfumato.TrainingTask):
 
         @model_validator(mode="after")
         def _prior_preservation(self):
+            if self.class_prompt == []:
+                raise ValueError("class_prompt is an empty list; give at least one prompt (or none for no prior "
+                                 "preservation)")
             if (self.class_prompt is None) != (self.class_images is None):
                 raise ValueError("prior preservation needs both class_prompt and class_images (or neither); got "
                                  f"class_prompt = {self.class_prompt!r}, class_images = {self.class_images!r}")
@@ -185,7 +200,8 @@ class TrainLoRA(sfumato.TrainingTask):
     def class_images(self, setup: sfumato.TrainSetup) -> Tensor:
         """``num_class_images`` class images ``[N, 3, H, W]`` in [-1, 1] from ``class_images``,
         after drawing the missing ones with the base model (``class-NNNN.png``, image ``i`` from
-        seed ``seed * 1_000_003 + i``, so a rerun draws the same and a resumed run reads them)."""
+        seed ``seed * 1_000_003 + i`` and ``class_prompt`` i (a list: i modulo its length), so a rerun
+        draws the same and a resumed run reads them)."""
         spec = self.spec
         folder = Path(spec.class_images)
         if folder.exists() and not folder.is_dir():
@@ -209,14 +225,17 @@ class TrainLoRA(sfumato.TrainingTask):
     def draw_class_images(self, setup: sfumato.TrainSetup, paths: list[Path], seeds: list[int],
                           size: tuple[int, int]) -> None:
         """The base model's images of ``class_prompt`` (the spec's components, [scheduler] and
-        [[guidance]]; DDIM when it has no [scheduler]), written as PNG."""
+        [[guidance]]; DDIM when it has no [scheduler]), written as PNG; image ``i`` of the folder
+        (``class-{i:04d}.png``) from prompt ``i`` modulo the prompts."""
         spec = setup.spec
         if spec.scheduler is None:
             spec = spec.model_copy(update={"scheduler": sfumato.get_registry().get("scheduler", "ddim").Spec()})
         pipe = sfumato.Pipeline(spec)  # a training task's pipeline: the dataset is not built
         for start in range(0, len(paths), CLASS_IMAGE_CHUNK):
             chunk = seeds[start:start + CLASS_IMAGE_CHUNK]
-            result = sfumato.generate(pipe, [self.spec.class_prompt] * len(chunk), seeds=chunk, height=size[0],
+            names = paths[start:start + CLASS_IMAGE_CHUNK]
+            prompts = [class_prompt_of(self.spec, int(path.stem.split("-")[-1])) for path in names]
+            result = sfumato.generate(pipe, prompts, seeds=chunk, height=size[0],
                                       width=size[1], progress=False)
-            for path, image in zip(paths[start:start + CLASS_IMAGE_CHUNK], result.images):
+            for path, image in zip(names, result.images):
                 image.save(path)

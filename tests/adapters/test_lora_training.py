@@ -169,6 +169,43 @@ def test_dreambooth_prior_preservation_trains_on_class_images_the_base_model_dre
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))
 
 
+def test_class_prompts_as_a_list_draw_and_train_each_class_image_with_its_own_prompt(stars, tmp_path, monkeypatch):
+    """Prior preservation over several classes: class image i is drawn from, and trained with,
+    prompt i modulo the list (builds/shapes_lora/prior.toml keeps circles, squares and triangles)."""
+    from sfumato_recipes.lora_task import LoRARecipe
+
+    prompts = ["a red circle", "a blue square"]
+    task = {"class_prompt": prompts, "class_images": str(tmp_path / "class"), "num_class_images": 3}
+    spec = lora_spec(stars, task, steps=2, seed=7)
+    spec["scheduler"]["steps"] = 4
+    captions_seen, indices_seen = [], []
+    encode, loss = LoRARecipe.encode_text, LoRARecipe.loss
+
+    def recording_encode(self, captions):
+        captions_seen.append(list(captions))
+        return encode(self, captions)
+
+    def recording_loss(self, batch, ctx):
+        indices_seen.append(batch["index"].tolist())
+        return loss(self, batch, ctx)
+
+    monkeypatch.setattr(LoRARecipe, "encode_text", recording_encode)
+    monkeypatch.setattr(LoRARecipe, "loss", recording_loss)
+    sfumato.train(load_spec(spec, sfumato.get_registry()), out=tmp_path / "run")
+    pipe = sfumato.load_pipeline("shapes", {"scheduler.steps": 4})
+    pipe.guidance = []  # the training spec has no [[guidance]]
+    seeds = [7 * 1_000_003 + i for i in range(3)]
+    expected = sfumato.generate(pipe, ["a red circle", "a blue square", "a red circle"], seeds=seeds, progress=False)
+    for i, image in enumerate(expected.images):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "class" / f"class-{i:04d}.png")), np.asarray(image))
+    assert len(indices_seen) == 2 and len(captions_seen) == 2
+    for captions, batch in zip(captions_seen, indices_seen):  # 2 instance rows, then their 2 class rows
+        assert captions[2:] == [prompts[(index % 3) % 2] for index in batch]
+        assert all(caption.endswith(" star") for caption in captions[:2])
+    with pytest.raises(sfumato.SpecError, match="class_prompt is an empty list"):
+        load_spec(lora_spec(stars, {"class_prompt": [], "class_images": str(tmp_path / "c")}), sfumato.get_registry())
+
+
 def test_target_modules_that_match_nothing_are_refused_with_the_choices(stars, tmp_path):
     spec = load_spec(lora_spec(stars, {"target_modules": ["attention", "to_kk"]}), sfumato.get_registry())
     with pytest.raises(sfumato.SpecError, match=r"\['to_kk'\] match no layer of \[denoiser\].*cross-attention"):
